@@ -1,0 +1,22 @@
+"""The project's exceptions. A user's mistake raises :class:`S3potInputError`; the CLI prints its
+message (no traceback) and exits non-zero."""
+
+
+class S3potError(Exception):
+    """Base class of every error s3pot raises on purpose."""
+
+
+class S3potInputError(S3potError, ValueError):
+    """Bad user input: the message names the thing, what was expected and what came."""
+
+
+class NoFaceTokensError(S3potInputError):
+    """The parsing mask marks no token as face, so there is nothing to contrast."""
+
+
+class CheckpointError(S3potInputError):
+    """A checkpoint or adapter that does not fit the model it is loaded into."""
+
+
+class MissingDependencyError(S3potError, ImportError):
+    """An optional dependency is not installed; the message carries the install command."""

@@ -1,0 +1,150 @@
+"""SAM's ViT image encoder (ViT-B/L/H) with its neck, written for export.
+
+Parameter names are the official ones (``patch_embed.proj``, ``pos_embed``, ``blocks.N.attn.qkv``,
+``blocks.N.attn.rel_pos_h``, ``neck.0`` ...), so official checkpoints load by name. For a static
+1024 x 1024 input every shape and pad amount is a Python int fixed at construction, the
+relative-position gather indices are constant buffers, and attention runs through
+``scaled_dot_product_attention`` with the decomposed relative-position term as a float mask.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .common import LayerNorm2d, MLPBlock
+
+
+class ImageEncoderViT(nn.Module):
+    """``B x 3 x img_size x img_size`` normalised pixels to ``B x out_chans x G x G`` embeddings
+    (``G = img_size / patch_size``, 64 for SAM)."""
+
+    def __init__(self, *, img_size: int = 1024, patch_size: int = 16, in_chans: int = 3,
+                 embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
+                 mlp_ratio: float = 4.0, out_chans: int = 256, window_size: int = 14,
+                 global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)) -> None:
+        super().__init__()
+        self.img_size = img_size
+        grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim)
+        self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
+        self.blocks = nn.ModuleList(
+            Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                  window_size=0 if i in global_attn_indexes else window_size, grid_size=grid)
+            for i in range(depth))
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x) + self.pos_embed  # B x G x G x D
+        for block in self.blocks:
+            x = block(x)
+        return self.neck(x.permute(0, 3, 1, 2))  # B x out_chans x G x G
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``patch_size`` convolution; output channels-last ``B x G x G x D``."""
+
+    def __init__(self, *, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
+
+
+class Block(nn.Module):
+    """Pre-norm ViT block with windowed (``window_size > 0``) or global attention."""
+
+    def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float, window_size: int,
+                 grid_size: int) -> None:
+        super().__init__()
+        self.window_size = window_size
+        self.grid_size = grid_size
+        attn_size = window_size if window_size > 0 else grid_size
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim=dim, num_heads=num_heads, input_size=attn_size)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(embedding_dim=dim, mlp_dim=int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            x = window_unpartition(self.attn(window_partition(x, self.window_size)),
+                                   self.window_size, self.grid_size)
+        else:
+            x = self.attn(x)
+        x = shortcut + x
+        return x + self.mlp(self.norm2(x))
+
+
+def _padded(size: int, window: int) -> int:
+    return (size + window - 1) // window * window
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """``B x H x W x C`` (H = W, static) to ``B*nW x window x window x C``, zero-padding to a
+    multiple of ``window`` (64 -> 70 for SAM's 14)."""
+    b, h, w, c = x.shape
+    hp, wp = _padded(h, window), _padded(w, window)
+    if hp != h or wp != w:
+        x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+    x = x.reshape(b, hp // window, window, wp // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window, window, c)
+
+
+def window_unpartition(windows: torch.Tensor, window: int, size: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition` for a ``size x size`` grid, dropping the padding."""
+    padded = _padded(size, window)
+    n = padded // window
+    c = windows.shape[-1]
+    x = windows.reshape(-1, n, n, window, window, c).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(-1, padded, padded, c)  # B x Hp x Wp x C
+    return x[:, :size, :size, :] if padded != size else x
+
+
+def _rel_index(size: int) -> torch.Tensor:
+    """Index into a ``(2*size-1) x C`` table for every (query, key) pair along one axis."""
+    coords = torch.arange(size)
+    return coords[:, None] - coords[None, :] + (size - 1)  # size x size
+
+
+class Attention(nn.Module):
+    """Multi-head attention with decomposed relative positions (MViTv2), SAM's names."""
+
+    def __init__(self, *, dim: int, num_heads: int, input_size: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size - 1, head_dim))
+        # Query and key grids have the same size, so SAM's interpolation never triggers and the
+        # gather index is a constant.
+        self.register_buffer("rel_index", _rel_index(input_size), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        heads = self.num_heads
+        qkv = self.qkv(x).reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each B x heads x HW x hd
+        bias = self._rel_pos_bias(q, h, w)  # B x heads x HW x HW
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # B x heads x HW x hd
+        x = x.permute(0, 2, 1, 3).reshape(b, h, w, c)
+        return self.proj(x)
+
+    def _rel_pos_bias(self, q: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, heads, _, hd = q.shape
+        rh = self.rel_pos_h[self.rel_index]  # H x H x hd
+        rw = self.rel_pos_w[self.rel_index]  # W x W x hd
+        r_q = q.reshape(b, heads, h, w, hd)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh)  # B x heads x H x W x H(k)
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw)  # B x heads x H x W x W(k)
+        bias = rel_h[..., :, None] + rel_w[..., None, :]  # B x heads x H x W x Hk x Wk
+        return bias.reshape(b, heads, h * w, h * w)

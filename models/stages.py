@@ -1,0 +1,53 @@
+"""The four exported stages as modules with fixed tensor signatures.
+
+Each wraps one method of :class:`~.s3pot.S3POT`; the exporter (``s3pot.export``) traces these, the
+torch backend calls the same methods, so an exported graph and the reference run the same code.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EncoderStage(nn.Module):
+    """``pixels`` B x 3 x 1024 x 1024 -> ``embeddings`` B x 256 x 64 x 64 (B = 1..2)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(pixels)
+
+
+class FEStage(nn.Module):
+    """``embeddings`` B x 256 x 64 x 64, ``point`` B x 1 x 2 -> ``enhanced`` B x 4096 x 256."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embeddings: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+        return self.model.enhance(embeddings, point)
+
+
+class SAStage(nn.Module):
+    """``points`` 1 x N x 2, ``labels`` 1 x N -> ``prompts`` 1 x (N+1) x 256 (N = 1..4096)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.model.reweight(points, labels)
+
+
+class DecoderStage(nn.Module):
+    """``embeddings`` 1 x 256 x 64 x 64, ``prompts`` 1 x M x 256 -> ``low_res_logits`` 1 x 1 x 256 x 256."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, embeddings: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(embeddings, prompts)

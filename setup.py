@@ -1,0 +1,42 @@
+"""Install s3pot-rt: the repository's top-level folders become one import namespace, ``s3pot``.
+
+``export/ runtime/ kernels/ models/`` install as ``s3pot.export``, ``s3pot.runtime``,
+``s3pot.kernels`` and ``s3pot.models``; ``s3pot`` itself is a namespace package, so nothing
+generic lands at the top of site-packages.
+"""
+from setuptools import setup
+
+FOLDERS = ("export", "runtime", "kernels", "models")
+
+setup(
+    name="s3pot-rt",
+    version="0.1.0",
+    description="Deployment runtime for S3POT face-occlusion segmentation (PyTorch, ONNX Runtime, TensorRT)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=[f"s3pot.{folder}" for folder in FOLDERS],
+    package_dir={f"s3pot.{folder}": folder for folder in FOLDERS},
+    install_requires=[
+        # torch==2.13.0 is what these machines install without a GPU wheel download; any 2.x with
+        # scaled_dot_product_attention works.
+        "torch>=2.1",
+        "numpy>=1.24",
+        "onnx>=1.16",
+        "onnxruntime-gpu>=1.18",  # falls back to the CPU provider where there is no GPU
+        "opencv-python>=4.8",
+        "numba>=0.59",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        # TensorRT and pycuda need an NVIDIA driver (and pycuda a CUDA toolkit) to install.
+        "gpu": ["tensorrt>=10", "polygraphy>=0.49", "pycuda>=2024.1", "cuda-python>=12"],
+        # Parity oracle and test tools; segment-anything is imported without its torchvision-bound
+        # package __init__ (see tests/oracle.py).
+        "test": ["pytest>=8", "pytest-xdist>=3", "segment-anything==1.0", "scikit-image>=0.22",
+                 "polygraphy>=0.49"],
+        "bench": ["matplotlib>=3.7"],
+    },
+    entry_points={"console_scripts": ["s3pot = s3pot.runtime.cli:main"]},
+)
