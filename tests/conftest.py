@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny models of the real architecture, real face photos, the official oracle."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))  # tests/oracle.py, tests/helpers.py
+
+FACES = TESTS.parents[1] / "shared" / "data" / "faces"
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def faces_dir() -> Path:
+    if not FACES.is_dir():
+        pytest.skip(f"sample faces not found at {FACES}")
+    return FACES
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The ``tiny`` variant with seeded random weights (shared; do not mutate)."""
+    from s3pot.models import build_s3pot
+    return build_s3pot("tiny", random_weights=True, seed=0)
+
+
+def rel_l2(a, b) -> float:
+    """Relative L2 error ``||a - b|| / ||b||``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
