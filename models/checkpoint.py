@@ -10,13 +10,13 @@ variant, and the runtime runs it with its own normalisation and face set.
 """
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from s3pot.kernels.atomic import write_bytes_atomic
 from s3pot.kernels.errors import CheckpointError, S3potInputError
 from s3pot.kernels.spec import resolve_face_set
 
@@ -108,16 +108,9 @@ def save_adapter(path, model, *, variant: str, normalization: str, face_set, inc
         "fe": {k: v.detach().cpu() for k, v in model.fe.state_dict().items()} if include_fe else None,
         "meta": dict(meta or {}),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def read_adapter(path) -> dict:

@@ -84,10 +84,11 @@ def test_corrupt_checkpoint_is_refused(tmp_path, content):
         build_s3pot("tiny", checkpoint=path)
 
 
-def test_pickled_object_checkpoint_is_refused(tmp_path):
-    class Evil:  # anything weights_only=True must not unpickle
-        pass
+class Evil:
+    """An arbitrary object: ``weights_only=True`` must refuse to unpickle it."""
 
+
+def test_pickled_object_checkpoint_is_refused(tmp_path):
     path = tmp_path / "pickled.pth"
     torch.save({"x": Evil()}, path)
     with pytest.raises(CheckpointError, match="pickled.pth"):
