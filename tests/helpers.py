@@ -1,0 +1,33 @@
+"""Sample inputs for pipeline tests: real face photos with a synthetic parsing map."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def ellipse_parsing(shape: tuple[int, int], centre: tuple[int, int], axes: tuple[int, int]) -> np.ndarray:
+    """A plausible parsing map: skin ellipse with eyes, nose and lips, hair above, background
+    elsewhere. ``shape`` = (H, W); ``centre`` = (x, y); ``axes`` = (a_x, a_y) in pixels."""
+    labels = np.zeros(shape, np.uint8)
+    cx, cy = centre
+    ax, ay = axes
+    cv2.ellipse(labels, (cx, cy - ay // 3), (int(ax * 1.1), int(ay * 0.9)), 0, 180, 360, 4, -1)  # hair
+    cv2.ellipse(labels, (cx, cy), (ax, ay), 0, 0, 360, 6, -1)  # skin
+    for dx in (-ax // 2, ax // 2):
+        cv2.ellipse(labels, (cx + dx, cy - ay // 4), (ax // 5, ay // 12), 0, 0, 360, 3, -1)  # eyes
+        cv2.ellipse(labels, (cx + dx, cy - int(ay / 2.5)), (ax // 4, ay // 20 + 1), 0, 0, 360, 2, -1)  # brows
+    cv2.ellipse(labels, (cx, cy + ay // 8), (ax // 8, ay // 5), 0, 0, 360, 5, -1)  # nose
+    cv2.ellipse(labels, (cx, cy + ay // 2), (ax // 3, ay // 10), 0, 0, 360, 1, -1)  # lips
+    return labels
+
+
+def astronaut_sample():
+    """``skimage.data.astronaut()`` (512 x 512) with an occluded copy and a parsing map of the
+    clean reference: (image, reference, parsing)."""
+    from skimage import data
+
+    reference = data.astronaut()
+    parsing = ellipse_parsing(reference.shape[:2], centre=(240, 170), axes=(75, 100))
+    image = reference.copy()
+    image[150:230, 200:300] = (30, 160, 40)  # a green "cup" over the lower face
+    return image, reference, parsing

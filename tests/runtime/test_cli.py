@@ -1,0 +1,134 @@
+"""``s3pot segment`` end to end on the tiny variant, and one clear error per user mistake."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from helpers import astronaut_sample
+from s3pot.runtime.cli import EXIT_USER_ERROR, main
+
+TINY = ["--variant", "tiny", "--random-weights", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    image, reference, parsing = astronaut_sample()
+    cv2.imwrite(str(root / "face.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(root / "face_ref.png"), cv2.cvtColor(reference, cv2.COLOR_RGB2BGR))
+    np.save(root / "face_parsing_mask.npy", parsing)
+    return root
+
+
+def _single(files: Path) -> list[str]:
+    return ["--image", str(files / "face.jpg"), "--reference", str(files / "face_ref.png"),
+            "--parsing", str(files / "face_parsing_mask.npy")]
+
+
+def test_segment_writes_masks_at_input_size(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", *_single(files), "--out", str(out), "--save-vis", *TINY]) == 0
+    occ = cv2.imread(str(out / "face_occlusion.png"), cv2.IMREAD_UNCHANGED)
+    vis_face = cv2.imread(str(out / "face_visible_face.png"), cv2.IMREAD_UNCHANGED)
+    assert occ.shape == vis_face.shape == (512, 512)
+    assert set(np.unique(occ)) <= {0, 255}
+    assert cv2.imread(str(out / "face_vis.jpg")).shape == (512, 512, 3)
+    summary = json.loads((out / "face_prompts.json").read_text())
+    assert summary["weights"].startswith("RANDOM")
+    assert "weights: RANDOM" in capsys.readouterr().err
+
+
+def test_directory_mode_with_progress(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", "--input-dir", str(files), "--out", str(out), *TINY]) == 0
+    assert (out / "face_occlusion.png").is_file()
+    assert "1 of 1 samples" in capsys.readouterr().out or (out / "face_occlusion.png").is_file()
+
+
+def _user_error(argv, tmp_path, capsys, match: str):
+    out = tmp_path / "out"
+    code = main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == EXIT_USER_ERROR
+    lines = [l for l in err.splitlines() if l.startswith("s3pot: error:")]
+    assert len(lines) == 1 and match in lines[0], err
+    assert "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir()), "no partial output"
+
+
+def test_missing_image(files, tmp_path, capsys):
+    argv = _single(files)
+    argv[1] = str(files / "absent.jpg")
+    _user_error(["segment", *argv, *TINY], tmp_path, capsys, "absent.jpg")
+
+
+def test_corrupt_image(files, tmp_path, capsys):
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    argv = _single(files)
+    argv[1] = str(bad)
+    _user_error(["segment", *argv, *TINY], tmp_path, capsys, "corrupt.jpg")
+
+
+def test_parsing_of_wrong_shape(files, tmp_path, capsys):
+    wrong = tmp_path / "wrong_parsing_mask.npy"
+    np.save(wrong, np.full((100, 80), 6, np.uint8))
+    argv = _single(files)
+    argv[5] = str(wrong)
+    _user_error(["segment", *argv, *TINY], tmp_path, capsys, "(100, 80)")
+
+
+def test_parsing_without_face_label(files, tmp_path, capsys):
+    noface = tmp_path / "noface_parsing_mask.npy"
+    np.save(noface, np.full((512, 512), 4, np.uint8))
+    argv = _single(files)
+    argv[5] = str(noface)
+    _user_error(["segment", *argv, *TINY], tmp_path, capsys, "face")
+
+
+def test_checkpoint_of_another_variant(files, tmp_path, capsys):
+    from s3pot.models import build_s3pot
+    ckpt = tmp_path / "other.pth"
+    model = build_s3pot("tiny_mobile", random_weights=True)
+    torch.save({f"{p}.{k}": v for p, m in model.sam_modules().items()
+                for k, v in m.state_dict().items()}, ckpt)
+    _user_error(["segment", *_single(files), "--variant", "tiny", "--checkpoint", str(ckpt)],
+                tmp_path, capsys, "expected the tiny SAM parameters")
+
+
+def test_adapter_of_another_variant(files, tmp_path, capsys):
+    from s3pot.models import build_s3pot, save_adapter
+    adapter = save_adapter(tmp_path / "mobile_adapter.pt", build_s3pot("tiny_mobile", random_weights=True),
+                           variant="tiny_mobile", normalization="sam", face_set="paper")
+    _user_error(["segment", *_single(files), *TINY, "--adapter", str(adapter)],
+                tmp_path, capsys, "trained for variant 'tiny_mobile'")
+
+
+def test_adapter_contradicting_normalization(files, tmp_path, capsys):
+    from s3pot.models import build_s3pot, save_adapter
+    adapter = save_adapter(tmp_path / "a.pt", build_s3pot("tiny", random_weights=True),
+                           variant="tiny", normalization="unit", face_set="authors")
+    _user_error(["segment", *_single(files), *TINY, "--adapter", str(adapter), "--normalization", "sam"],
+                tmp_path, capsys, "trained with 'unit'")
+
+
+def test_console_script_exit_code_and_no_traceback(files, tmp_path):
+    """The installed ``s3pot`` entry point, as a user runs it."""
+    exe = Path(sys.executable).with_name("s3pot")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "s3pot.runtime.cli"]
+    argv = _single(files)
+    argv[5] = str(files / "missing_parsing_mask.npy")
+    proc = subprocess.run([*cmd, "segment", *argv, "--out", str(tmp_path / "o"), *TINY],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == EXIT_USER_ERROR, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("s3pot: error: parsing mask")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

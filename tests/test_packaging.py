@@ -1,0 +1,105 @@
+"""Packaging: a plain (non-editable) install works from another directory and puts nothing but
+``s3pot/`` at the top of site-packages; every submodule imports without optional GPU packages."""
+from __future__ import annotations
+
+import os
+import pkgutil
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = ("export", "runtime", "kernels", "models")
+
+
+def _run(cmd, **kw):
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the checkout (the build must not touch the working tree)."""
+    work = tmp_path_factory.mktemp("build")
+    src = work / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "out", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+          "-w", str(work / "dist"), str(src)])
+    return next((work / "dist").glob("s3pot_rt-*.whl"))
+
+
+def test_wheel_holds_only_the_s3pot_namespace(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert top == {"s3pot"}
+    for folder in FOLDERS:
+        assert f"s3pot/{folder}/__init__.py" in names
+    assert "s3pot/__init__.py" not in names  # a namespace package, shareable by future plugins
+
+
+def test_fresh_venv_install_imports_from_elsewhere(wheel, tmp_path):
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    py = venv / "bin" / "python"
+    _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)])
+    site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    for generic in FOLDERS:
+        assert not (site / generic).exists(), f"top-level {generic} installed"
+    assert (site / "s3pot" / "models" / "__init__.py").is_file()
+    # The fresh venv has the package but not its dependencies: borrow ours through PYTHONPATH,
+    # placed after the venv's own site-packages, and run from a directory without the checkout.
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(deps)}
+    code = ("import s3pot.models, s3pot.runtime, s3pot.kernels, s3pot.export, s3pot.runtime.cli as c; "
+            "print(s3pot.models.__file__); assert c.main(['variants']) == 0")
+    out = _run([str(py), "-c", code], cwd=tmp_path, env=env).stdout
+    assert str(site) in out and str(ROOT) not in out.splitlines()[0]
+    exe = venv / "bin" / "s3pot"
+    assert exe.is_file()
+    assert "vit_b" in _run([str(exe), "variants"], cwd=tmp_path, env=env).stdout
+
+
+def test_every_submodule_imports_without_gpu_packages():
+    """tensorrt, pycuda and cuda-python are blocked; every module must still import."""
+    code = r"""
+import importlib, pkgutil, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorrt', 'pycuda', 'cuda', 'polygraphy'):
+            raise ImportError(f'blocked {name}')
+sys.meta_path.insert(0, Block())
+import s3pot
+failed = []
+for folder in ('kernels', 'models', 'runtime', 'export'):
+    pkg = importlib.import_module(f's3pot.{folder}')
+    for info in pkgutil.walk_packages(pkg.__path__, prefix=f's3pot.{folder}.'):
+        try:
+            importlib.import_module(info.name)
+        except Exception as exc:
+            failed.append(f'{info.name}: {exc!r}')
+print('\n'.join(failed))
+assert not failed
+"""
+    _run([sys.executable, "-c", code], cwd="/")
+
+
+def test_runtime_core_imports_without_torch():
+    """The lean runtime: pipeline, preprocessing, I/O and kernels import with torch blocked."""
+    code = r"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'torch':
+            raise ImportError('blocked torch')
+sys.meta_path.insert(0, Block())
+import s3pot.runtime.pipeline, s3pot.runtime.preprocess, s3pot.runtime.io, s3pot.runtime.datasets
+import s3pot.runtime.visualize, s3pot.runtime.cli, s3pot.kernels
+assert 'torch' not in sys.modules
+"""
+    _run([sys.executable, "-c", code], cwd="/")
