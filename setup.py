@@ -4,7 +4,7 @@
 ``s3pot.kernels`` and ``s3pot.models``; ``s3pot`` itself is a namespace package, so nothing
 generic lands at the top of site-packages.
 """
-from setuptools import setup
+from setuptools import find_packages, setup
 
 FOLDERS = ("export", "runtime", "kernels", "models")
 
@@ -16,7 +16,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=[f"s3pot.{folder}" for folder in FOLDERS],
+    packages=[f"s3pot.{folder}{'.' + sub if sub else ''}"
+              for folder in FOLDERS for sub in ["", *find_packages(folder)]],
     package_dir={f"s3pot.{folder}": folder for folder in FOLDERS},
     install_requires=[
         # torch==2.13.0 is what these machines install without a GPU wheel download; any 2.x with

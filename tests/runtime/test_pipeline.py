@@ -121,3 +121,15 @@ def test_real_faces_segment(pipeline, faces_dir):
 def _resize_nearest(labels):
     from s3pot.runtime.preprocess import resize_parsing
     return resize_parsing(labels)
+
+
+def test_mobile_sam_variant_runs_the_pipeline(sample):
+    """The TinyViT (MobileSAM) encoder behind the same pipeline."""
+    from s3pot.models import build_s3pot
+
+    pipeline = Pipeline(TorchBackend(build_s3pot("tiny_mobile", random_weights=True), device="cpu"))
+    seg = pipeline.segment(*sample)
+    prepared = prepare_inputs(*sample)
+    assert seg.occlusion.shape == sample[0].shape[:2]
+    assert np.array_equal(np.union1d(seg.occlusion_tokens, seg.face_tokens),
+                          np.flatnonzero(prepared.face_mask))
