@@ -53,10 +53,12 @@ def test_fresh_venv_install_imports_from_elsewhere(wheel, tmp_path):
     for generic in FOLDERS:
         assert not (site / generic).exists(), f"top-level {generic} installed"
     assert (site / "s3pot" / "models" / "__init__.py").is_file()
-    # The fresh venv has the package but not its dependencies: borrow ours through PYTHONPATH,
-    # placed after the venv's own site-packages, and run from a directory without the checkout.
+    # The fresh venv has the package but not its dependencies: borrow ours through a .pth file,
+    # which puts them after the venv's own site-packages (PYTHONPATH would put them first, and
+    # where this project is installed there too, shadow the fresh install). Run from elsewhere.
     deps = [p for p in sys.path if p.endswith("site-packages")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(deps)}
+    (site / "borrowed_dependencies.pth").write_text("\n".join(deps) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     code = ("import importlib, pkgutil, s3pot.models, s3pot.runtime, s3pot.kernels, s3pot.export\n"
             "print(s3pot.models.__file__)\n"
             "for pkg in (s3pot.models, s3pot.runtime, s3pot.kernels, s3pot.export):\n"
