@@ -28,7 +28,8 @@ from .preprocess import resize_nearest
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-PARSING_SUFFIX = "_parsing_mask.npy"
+PARSING_SUFFIX = "_parsing_mask.npy"  # flat layout: NAME + this
+FOLDER_PARSING_SUFFIX = "parsing_mask.npy"  # folders layout: any name ending so
 REFERENCE_SUFFIX = "_ref"
 GT_SUFFIX = "_gt"
 #: Sub-pixel precision of polygon rasterisation (cv2.fillPoly ``shift``): 1/16 pixel.
@@ -95,15 +96,19 @@ def _flat_samples(root: Path) -> tuple[list[Sample], list[str]]:
 
 
 def _folder_sample(folder: Path) -> tuple[Sample | None, str | None]:
-    """The sample of one folder of the folders layout, or a description of what is wrong with it."""
+    """The sample of one folder of the folders layout, or a description of what is wrong with it;
+    ``(None, None)`` for a folder holding no image, reference or parsing file (not a sample)."""
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     roles = {
         "image (*.jpg)": [p for p in files if p.suffix.lower() in (".jpg", ".jpeg")],
         "reference (Reference*.png)": [p for p in files if p.name.lower().startswith("reference")
                                        and p.suffix.lower() == ".png"],
-        f"parsing (*{PARSING_SUFFIX[1:]})": [p for p in files if p.name.endswith(PARSING_SUFFIX[1:])],
+        f"parsing (*{FOLDER_PARSING_SUFFIX})": [p for p in files if p.name.endswith(FOLDER_PARSING_SUFFIX)],
         "ground truth (*.json)": [p for p in files if p.suffix.lower() == ".json"],
     }
+    found = list(roles.values())
+    if not any(found[:3]):
+        return None, None
     problems = []
     for role, paths in roles.items():
         if len(paths) > 1:
@@ -112,15 +117,8 @@ def _folder_sample(folder: Path) -> tuple[Sample | None, str | None]:
             problems.append(f"missing {role}")
     if problems:
         return None, f"{folder.name} ({'; '.join(problems)})"
-    image, reference, parsing, gt = (paths[0] if paths else None for paths in roles.values())
+    image, reference, parsing, gt = (paths[0] if paths else None for paths in found)
     return Sample(folder.name, image, reference, parsing, gt), None
-
-
-def _is_sample_folder(folder: Path) -> bool:
-    """Whether a sub-folder holds any file of the folders layout (so it must be a whole sample)."""
-    return any(p.suffix.lower() in (".jpg", ".jpeg") or p.name.endswith(PARSING_SUFFIX[1:])
-               or (p.name.lower().startswith("reference") and p.suffix.lower() == ".png")
-               for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def find_samples(root: PathLike) -> list[Sample]:
@@ -135,13 +133,13 @@ def find_samples(root: PathLike) -> list[Sample]:
         raise S3potInputError(f"dataset '{root}': expected a folder, got "
                               f"{'a file' if root.exists() else 'no such folder'}")
     samples, incomplete = _flat_samples(root)
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: natural_key(p.name))
-    for folder in filter(_is_sample_folder, folders):
+    for folder in root.iterdir():
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
         sample, problem = _folder_sample(folder)
         if sample is not None:
             samples.append(sample)
-        else:
+        elif problem is not None:
             incomplete.append(problem)
     if incomplete:
         raise S3potInputError(
@@ -150,7 +148,7 @@ def find_samples(root: PathLike) -> list[Sample]:
     if not samples:
         raise S3potInputError(
             f"dataset '{root}': expected NAME.png|jpg + NAME_ref.png + NAME{PARSING_SUFFIX} files, or "
-            f"one folder per sample holding a .jpg, a Reference*.png and a *{PARSING_SUFFIX[1:]}; "
+            f"one folder per sample holding a .jpg, a Reference*.png and a *{FOLDER_PARSING_SUFFIX}; "
             "found neither")
     samples.sort(key=lambda s: natural_key(s.name))
     logger.info("found %d samples in %s", len(samples), root)

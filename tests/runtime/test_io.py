@@ -120,3 +120,94 @@ def test_masks_round_trip_and_atomic_writes(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         sio.save_mask_png(tmp_path / "sub" / "late.png", mask)
     assert set(tmp_path.rglob("*")) == before  # neither the target nor a temp file remains
+
+
+def test_astronaut_webp_bmp_and_non_ascii_path(tmp_path):
+    from skimage import data
+
+    rgb = data.astronaut()  # 512 x 512 RGB
+    for name in ("äström ñame.bmp", "顔.png", "face.webp"):
+        path = sio.save_image(tmp_path / "sübdir" / name, rgb)
+        back = sio.load_image(path)
+        assert back.shape == rgb.shape and back.dtype == np.uint8
+        assert np.abs(back.astype(int) - rgb).mean() < 3, name  # WebP is lossy; the others exact
+
+
+def test_truncated_jpeg_is_an_error(tmp_path, faces_dir):
+    data = (faces_dir / "obama.jpg").read_bytes()
+    for cut in (2, len(data) // 2):  # only the end marker missing; half the scan missing
+        path = tmp_path / f"cut{cut}.jpg"
+        path.write_bytes(data[:-cut])
+        with pytest.raises(S3potInputError, match="cannot decode"):
+            sio.load_image(path)
+
+
+def test_raw_pickle_is_refused(tmp_path):
+    import pickle
+
+    (tmp_path / "p.npy").write_bytes(pickle.dumps({"labels": [1, 2]}))
+    with pytest.raises(S3potInputError, match="pickle") as err:
+        sio.load_parsing(tmp_path / "p.npy")
+    assert "p.npy" in str(err.value)
+
+
+def test_grey_rgb_label_png_is_accepted(tmp_path):
+    labels = np.random.default_rng(4).integers(0, 12, (6, 8)).astype(np.uint8)
+    _write(tmp_path / "grey3.png", np.repeat(labels[..., None], 3, axis=2))
+    assert np.array_equal(sio.load_parsing(tmp_path / "grey3.png"), labels)
+
+
+def test_parsing_wrong_ndim_names_the_file(tmp_path):
+    np.save(tmp_path / "vec.npy", np.zeros(10, np.uint8))
+    with pytest.raises(S3potInputError, match=r"vec\.npy.*H x W.*\(10,\)"):
+        sio.load_parsing(tmp_path / "vec.npy")
+
+
+def test_colour_ground_truth_mask(tmp_path):
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 3] = 255  # opaque everywhere: alpha must not count as occlusion
+    rgba[1, 2, 0] = 1  # a faint mark in one colour channel does
+    cv2.imwrite(str(tmp_path / "gt.png"), rgba)
+    mask = sio.load_mask(tmp_path / "gt.png")
+    assert mask.shape == (4, 5) and mask.sum() == 1 and mask[1, 2]
+
+
+def test_failed_encode_leaves_the_old_file(tmp_path, monkeypatch):
+    rgb = np.full((4, 4, 3), 9, np.uint8)
+    path = sio.save_image(tmp_path / "out.png", rgb)
+    before = path.read_bytes()
+
+    def failing_imencode(*args, **kwargs):
+        raise cv2.error("simulated encoder failure")
+
+    monkeypatch.setattr(cv2, "imencode", failing_imencode)
+    with pytest.raises(S3potInputError, match="out.png"):
+        sio.save_image(path, np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(S3potInputError, match="m.png"):
+        sio.save_mask_png(tmp_path / "new" / "m.png", np.ones((4, 4), bool))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["out.png"]
+
+
+def test_unknown_suffix_is_an_error(tmp_path):
+    with pytest.raises(S3potInputError, match=r"\.xyz"):
+        sio.save_image(tmp_path / "a.xyz", np.zeros((4, 4, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overlay_marks_occlusion_face_and_prompts(tmp_path):
+    from s3pot.runtime.visualize import overlay
+
+    rgb = np.full((200, 300, 3), 128, np.uint8)
+    occlusion = np.zeros((200, 300), bool)
+    occlusion[50:100, 50:150] = True
+    face = np.zeros((200, 300), bool)
+    face[20:180, 30:270] = True
+    out = overlay(rgb, occlusion, face, occlusion_points=[[100, 75]], face_points=[[250, 150]])
+    assert out.shape == rgb.shape and out.dtype == np.uint8 and np.array_equal(rgb, np.full_like(rgb, 128))
+    assert out[60, 60, 0] > 128 > out[60, 60, 1]  # tinted red
+    assert out[20, 100, 1] > 180 > 100 > out[20, 100, 0]  # visible-face outline (anti-aliased green)
+    assert not np.array_equal(out[70:80, 95:105], overlay(rgb, occlusion, face)[70:80, 95:105])  # prompt mark
+    sio.save_image(tmp_path / "vis.jpg", out)
+    with pytest.raises(S3potInputError, match="occlusion mask"):
+        overlay(rgb, occlusion[:-1])
