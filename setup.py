@@ -26,7 +26,7 @@ setup(
         "numpy>=1.24",
         "onnx>=1.16",
         "onnxruntime-gpu>=1.18",  # falls back to the CPU provider where there is no GPU
-        "opencv-python>=4.8",
+        "opencv-python>=5.0",  # 4.x decodes truncated JPEGs with only a warning
         "numba>=0.59",
         "tqdm>=4.60",
     ],

@@ -120,13 +120,26 @@ def _face_names(face_set: tuple[int, ...]) -> str:
     return ", ".join(f"{label} {PARSING_LABELS[label]}" for label in face_set)
 
 
+#: Largest relative difference of aspect ratio between a parsing map and its reference.
+ASPECT_TOLERANCE = 0.01
+
+
+def _same_frame(labels_hw: tuple[int, int], reference_hw: tuple[int, int]) -> bool:
+    """A parsing map fits its reference when the sizes match or only the resolution differs (a
+    face parser's 512 x 512 map of a 1024 x 1024 reference): both are resized to 1024 x 1024."""
+    if tuple(labels_hw) == tuple(reference_hw):
+        return True
+    (hl, wl), (hr, wr) = labels_hw, reference_hw
+    return abs((hl / wl) / (hr / wr) - 1) <= ASPECT_TOLERANCE
+
+
 def prepare_inputs(image: ImageSource, reference: ImageSource, parsing: ImageSource, *,
                    normalization: str = "sam", face_set=PAPER_FACE_SET) -> Prepared:
     """Load (when given paths), check, resize and normalise one sample.
 
     ``image`` and ``reference``: ``H x W x 3`` uint8 RGB arrays or image files, any sizes (both are
     resized to ``IMAGE_SIZE``). ``parsing``: the reference's ``H_r x W_r`` label array or file; it
-    must have the reference's size. ``face_set``: a name from ``FACE_SETS`` or label ids.
+    must have the reference's size or its aspect ratio. ``face_set``: a name from ``FACE_SETS`` or label ids.
     Raises :class:`NoFaceTokensError` when the parsing map marks no token centre as face.
     """
     face_set = resolve_face_set(face_set)
@@ -139,10 +152,10 @@ def prepare_inputs(image: ImageSource, reference: ImageSource, parsing: ImageSou
     else:
         parsing_name = f"parsing mask '{parsing}'"
         labels = load_parsing(parsing)
-    if labels.shape != reference.shape[:2]:
+    if not _same_frame(labels.shape, reference.shape[:2]):
         raise S3potInputError(
             f"{parsing_name}: expected the size of {reference_name}, (H, W) = {reference.shape[:2]}, "
-            f"got {labels.shape}")
+            f"or another size of the same aspect ratio, got {labels.shape}")
 
     labels1024 = resize_parsing(labels)  # 1024 x 1024
     face_region = np.isin(labels1024, face_set)
