@@ -9,45 +9,43 @@ import torch
 from torch import nn
 
 
-class EncoderStage(nn.Module):
-    """``pixels`` B x 3 x 1024 x 1024 -> ``embeddings`` B x 256 x 64 x 64 (B = 1..2)."""
+class _Stage(nn.Module):
+    """A view of one method of an S3POT model.
+
+    It takes the model's train/eval mode: a wrapper left in training mode would, once an exporter
+    restores "the original mode" recursively, switch the model's BatchNorm layers (TinyViT) to
+    training behaviour.
+    """
 
     def __init__(self, model) -> None:
         super().__init__()
         self.model = model
+        self.train(model.training)
+
+
+class EncoderStage(_Stage):
+    """``pixels`` B x 3 x 1024 x 1024 -> ``embeddings`` B x 256 x 64 x 64 (B = 1..2)."""
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model.encode(pixels)
 
 
-class FEStage(nn.Module):
+class FEStage(_Stage):
     """``embeddings`` B x 256 x 64 x 64, ``point`` B x 1 x 2 -> ``enhanced`` B x 4096 x 256."""
-
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, embeddings: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
         return self.model.enhance(embeddings, point)
 
 
-class SAStage(nn.Module):
+class SAStage(_Stage):
     """``points`` 1 x N x 2, ``labels`` 1 x N -> ``prompts`` 1 x (N+1) x 256 (N = 1..4096)."""
-
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.model.reweight(points, labels)
 
 
-class DecoderStage(nn.Module):
+class DecoderStage(_Stage):
     """``embeddings`` 1 x 256 x 64 x 64, ``prompts`` 1 x M x 256 -> ``low_res_logits`` 1 x 1 x 256 x 256."""
-
-    def __init__(self, model) -> None:
-        super().__init__()
-        self.model = model
 
     def forward(self, embeddings: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
         return self.model.decode(embeddings, prompts)
