@@ -11,6 +11,7 @@ variant, and the runtime runs it with its own normalisation and face set.
 from __future__ import annotations
 
 import io
+import json
 import logging
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 
 from s3pot.kernels.atomic import write_bytes_atomic
 from s3pot.kernels.errors import CheckpointError, S3potInputError
-from s3pot.kernels.spec import resolve_face_set
+from s3pot.kernels.spec import NORMALIZATIONS, resolve_face_set
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,19 @@ def _check_keys(state: dict, expected: dict, path, variant: str) -> None:
 
 def save_adapter(path, model, *, variant: str, normalization: str, face_set, include_fe: bool = False,
                  meta: dict | None = None) -> Path:
-    """Write ``model``'s SA (and FE) weights with their training context, atomically."""
+    """Write ``model``'s SA (and FE) weights with their training context, atomically.
+
+    ``meta`` (epochs, losses, data, ...) must be JSON-like (str, numbers, bool, None, lists, dicts)
+    so that the file loads with ``torch.load(weights_only=True)``.
+    """
     path = Path(path)
+    if normalization not in NORMALIZATIONS:
+        raise S3potInputError(f"adapter normalization: expected one of {sorted(NORMALIZATIONS)}, "
+                              f"got {normalization!r}")
+    try:
+        json.dumps(meta or {}, allow_nan=True)
+    except TypeError as exc:
+        raise S3potInputError(f"adapter meta: expected JSON-like values, got {exc}") from None
     payload = {
         "format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, "variant": variant,
         "normalization": normalization, "face_set": list(resolve_face_set(face_set)),
@@ -122,7 +134,27 @@ def read_adapter(path) -> dict:
     if data.get("version") != ADAPTER_VERSION:
         raise CheckpointError(f"adapter '{path}': expected version {ADAPTER_VERSION}, "
                               f"got {data.get('version')!r}")
+    fields = {
+        "variant": isinstance(data.get("variant"), str),
+        "normalization": data.get("normalization") in NORMALIZATIONS,
+        "face_set": _valid_face_set(data.get("face_set")),
+        "sa": isinstance(data.get("sa"), dict),
+        "fe": data.get("fe") is None or isinstance(data.get("fe"), dict),
+    }
+    bad = [name for name, ok in fields.items() if not ok]
+    if bad:
+        raise CheckpointError(f"adapter '{path}': expected valid fields variant, normalization "
+                              f"({'/'.join(NORMALIZATIONS)}), face_set, sa (and optional fe), got "
+                              + ", ".join(f"{name}={data.get(name, 'missing')!r}"[:80] for name in bad))
     return data
+
+
+def _valid_face_set(value) -> bool:
+    try:
+        resolve_face_set(value)
+    except (S3potInputError, TypeError, ValueError):
+        return False
+    return isinstance(value, (list, tuple))
 
 
 def load_adapter(model, path, *, variant: str) -> dict:
@@ -135,6 +167,8 @@ def load_adapter(model, path, *, variant: str) -> dict:
     _load_part(model.sa, data["sa"], path, "sa")
     if data.get("fe") is not None:
         _load_part(model.fe, data["fe"], path, "fe")
+    model.trained_context = {"normalization": data["normalization"],
+                             "face_set": tuple(data["face_set"]), "source": f"adapter '{path}'"}
     log.info("loaded adapter %s (%s, normalisation %s, face set %s)", path, data["variant"],
              data["normalization"], data["face_set"])
     return data

@@ -86,8 +86,9 @@ def build_s3pot(name: str, *, checkpoint=None, adapter=None, random_weights: boo
         raise S3potInputError(
             "weights: expected a SAM checkpoint (--checkpoint) or an explicit --random-weights, "
             f"got {'both' if checkpoint is not None else 'neither'}")
-    torch.manual_seed(seed)
-    model = S3POT(image_encoder=build_image_encoder(variant))
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = S3POT(image_encoder=build_image_encoder(variant))
     if random_weights:
         _randomize_zero_inits(model, seed)
     else:

@@ -56,6 +56,9 @@ class S3POT(nn.Module):
         self.fe = FEBlock.from_mask_decoder(self.mask_decoder)
         self.fe.requires_grad_(False)
         self.sa = SALayer(embed_dim=prompt_embed_dim, num_heads=sa_heads)
+        #: What the loaded adapter was trained with (normalization, face_set, source); None
+        #: without an adapter. A pipeline runs the model with these.
+        self.trained_context: dict | None = None
 
     def sam_modules(self) -> dict[str, nn.Module]:
         """The parts an official SAM checkpoint fills, by their checkpoint prefix."""

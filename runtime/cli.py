@@ -52,50 +52,31 @@ def _parse_face_set(text: str | None):
                               f"1,2,3, got {text!r}") from None
 
 
-def _resolve_context(args) -> tuple[str, object]:
-    """Normalisation and face set: explicit options, else the adapter's, else the defaults. An
-    explicit option that contradicts the adapter is refused: an adapter runs as it was trained."""
-    from s3pot.kernels.spec import resolve_face_set
-    from s3pot.models.registry import get_variant
-
-    face_set = _parse_face_set(args.face_set)
-    normalization = args.normalization
-    if args.adapter is not None:
-        from s3pot.models.checkpoint import read_adapter
-        trained = read_adapter(args.adapter)
-        if normalization is not None and normalization != trained["normalization"]:
-            raise S3potInputError(f"--normalization {normalization}: adapter '{args.adapter}' was "
-                                  f"trained with {trained['normalization']!r}")
-        if face_set is not None and tuple(resolve_face_set(face_set)) != tuple(trained["face_set"]):
-            raise S3potInputError(f"--face-set {args.face_set}: adapter '{args.adapter}' was trained "
-                                  f"with face set {trained['face_set']}")
-        normalization = normalization or trained["normalization"]
-        face_set = face_set or tuple(trained["face_set"])
-    normalization = normalization or get_variant(args.variant).normalization
-    return normalization, resolve_face_set(face_set or "paper")
-
-
 def _build_pipeline(args):
     from .backends.torch import TorchBackend
     from .pipeline import Pipeline
 
-    normalization, face_set = _resolve_context(args)
     backend = TorchBackend.from_variant(args.variant, checkpoint=args.checkpoint, adapter=args.adapter,
                                         random_weights=args.random_weights, device=args.device,
                                         seed=args.seed)
-    return Pipeline(backend, normalization=normalization, face_set=face_set, selector=args.selector)
+    return Pipeline(backend, normalization=args.normalization, face_set=_parse_face_set(args.face_set),
+                    selector=args.selector)
 
 
-def _write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, weights: str) -> list[Path]:
-    """Every output of one sample, each written atomically (computed first, then written)."""
+def _write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, weights: str,
+                   random_weights: bool) -> list[Path]:
+    """Every output of one sample: all computed first, each file written atomically, and the
+    files already written removed again if a later one fails (no partial set)."""
     from .io import load_image, save_image, save_mask_png, write_text_atomic
-    from .visualize import overlay
+    from .visualize import overlay, stamp
 
     vis = None
     if save_vis:
         vis = overlay(load_image(image_path), seg.occlusion, face_region=seg.visible_face | seg.occlusion,
                       occlusion_points=seg.points(seg.occlusion_tokens),
                       face_points=seg.points(seg.face_tokens))
+        if random_weights:
+            vis = stamp(vis, "RANDOM WEIGHTS")
     summary = {
         "image": str(image_path), "weights": weights, "input_size": list(seg.input_size),
         "occlusion_fraction": float(seg.occlusion.mean()),
@@ -103,11 +84,19 @@ def _write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, 
         "occlusion_tokens": seg.occlusion_tokens.tolist(), "face_tokens": seg.face_tokens.tolist(),
         "timings_s": {k: round(v, 6) for k, v in seg.timings.items()},
     }
-    written = [save_mask_png(out / f"{name}_occlusion.png", seg.occlusion),
-               save_mask_png(out / f"{name}_visible_face.png", seg.visible_face)]
+    writers = [(f"{name}_occlusion.png", save_mask_png, seg.occlusion),
+               (f"{name}_visible_face.png", save_mask_png, seg.visible_face),
+               (f"{name}_prompts.json", write_text_atomic, json.dumps(summary, indent=1))]
     if vis is not None:
-        written.append(save_image(out / f"{name}_vis.jpg", vis))
-    written.append(write_text_atomic(out / f"{name}_prompts.json", json.dumps(summary, indent=1)))
+        writers.append((f"{name}_vis.jpg", save_image, vis))
+    written: list[Path] = []
+    try:
+        for filename, write, content in writers:
+            written.append(write(out / filename, content))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     return written
 
 
@@ -116,6 +105,25 @@ def _weights_label(args) -> str:
         return f"RANDOM (seed {args.seed}; --random-weights: the masks are not meaningful)"
     label = f"{args.checkpoint}"
     return label + (f" + adapter {args.adapter}" if args.adapter else " (no adapter: SA untrained)")
+
+
+def _check_paths(args, samples) -> None:
+    """Everything a typo can break, checked before a (possibly large) model is loaded."""
+    from .io import check_file
+
+    if args.out.exists() and not args.out.is_dir():
+        raise S3potInputError(f"--out '{args.out}': expected a folder, got an existing file")
+    if args.input_dir is not None and args.out.resolve() == args.input_dir.resolve():
+        raise S3potInputError(f"--out '{args.out}': expected a folder other than --input-dir "
+                              "(outputs there would be read as samples on the next run)")
+    if args.input_dir is None:
+        sample = samples[0]
+        for path, what in ((sample.image, "image"), (sample.reference, "reference"),
+                           (sample.parsing, "parsing mask")):
+            check_file(path, what)
+    for path, what in ((args.checkpoint, "checkpoint"), (args.adapter, "adapter")):
+        if path is not None:
+            check_file(path, what)
 
 
 def cmd_segment(args) -> int:
@@ -140,28 +148,40 @@ def cmd_segment(args) -> int:
                           parsing=args.parsing)]
     else:
         samples = find_samples(args.input_dir)
+    _check_paths(args, samples)
 
     pipeline = _build_pipeline(args)
     weights = _weights_label(args)
-    print(f"s3pot segment: {args.variant} on {pipeline.backend.describe()}; weights: {weights}",
-          file=sys.stderr)
+    log.info("%s on %s; weights: %s", args.variant, pipeline.backend.describe(), weights)
+    batch = len(samples) > 1 or args.input_dir is not None
     failures = []
     for sample in _progress(samples, enabled=len(samples) > 1):
         try:
             seg = pipeline.segment(sample.image, sample.reference, sample.parsing)
-            _write_outputs(args.out, sample.name, seg, sample.image, args.save_vis, weights)
-        except S3potInputError as exc:
-            if len(samples) == 1:
+            _write_outputs(args.out, sample.name, seg, sample.image, args.save_vis, weights,
+                           args.random_weights)
+        except S3potInputError:
+            if not batch:
                 raise
-            failures.append((sample.name, str(exc)))
-            log.warning("sample %s skipped: %s", sample.name, exc)
+            failures.append((sample.name, str(sys.exc_info()[1])))
+        except OSError as exc:
+            if not batch:
+                raise S3potInputError(f"outputs in '{args.out}': could not write ({exc})") from None
+            failures.append((sample.name, f"could not write outputs ({exc})"))
+        except Exception as exc:  # a batch keeps going past one sample's failure, and says why
+            if not batch:
+                raise
+            log.debug("sample %s failed", sample.name, exc_info=True)
+            failures.append((sample.name, f"{type(exc).__name__}: {exc}"))
         else:
-            print(f"{sample.name}: occlusion {100 * seg.occlusion.mean():.1f}% of the image, "
-                  f"{len(seg.occlusion_tokens)} occlusion / {len(seg.face_tokens)} face prompts "
-                  f"-> {args.out}", file=sys.stderr if len(samples) > 1 else sys.stdout)
-    done = len(samples) - len(failures)
-    if len(samples) > 1:
-        print(f"{done} of {len(samples)} samples segmented into {args.out}")
+            if not batch:
+                print(f"{sample.name}: occlusion {100 * seg.occlusion.mean():.1f}% of the image, "
+                      f"{len(seg.occlusion_tokens)} occlusion / {len(seg.face_tokens)} face prompts "
+                      f"-> {args.out}")
+    if batch:
+        print(f"{len(samples) - len(failures)} of {len(samples)} samples segmented into {args.out}")
+    print(f"s3pot segment: {args.variant} on {pipeline.backend.describe()}; weights: {weights}",
+          file=sys.stderr)
     for name, message in failures:
         print(f"s3pot: error: sample {name}: {message}", file=sys.stderr)
     return EXIT_SAMPLES_FAILED if failures else 0

@@ -26,7 +26,7 @@ PathLike = str | os.PathLike
 _UINT16_TO_UINT8 = 257.0  # 65535 / 255: maps 16-bit full scale exactly onto 8-bit full scale
 
 
-def _check_file(path: PathLike, what: str) -> Path:
+def check_file(path: PathLike, what: str) -> Path:
     """``path`` as a Path, after checking that it names an existing, non-empty regular file."""
     path = Path(path)
     if not path.exists():
@@ -40,7 +40,7 @@ def _check_file(path: PathLike, what: str) -> Path:
 
 def _read_bytes(path: PathLike, what: str) -> np.ndarray:
     """The raw bytes of an existing, non-empty file, as a uint8 array."""
-    path = _check_file(path, what)
+    path = check_file(path, what)
     try:
         return np.fromfile(path, dtype=np.uint8)
     except OSError as err:
@@ -83,7 +83,7 @@ def load_image(path: PathLike) -> np.ndarray:
 
 
 def _load_npy(path: PathLike, what: str) -> np.ndarray:
-    path = _check_file(path, what)
+    path = check_file(path, what)
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from s3pot.kernels import initial_prompt, select_prompts
-from s3pot.kernels.spec import PAPER_FACE_SET, prompt_points, token_centers
+from s3pot.kernels.errors import S3potInputError
+from s3pot.kernels.spec import (NORMALIZATIONS, PAPER_FACE_SET, prompt_points, resolve_face_set,
+                                token_centers)
 
 from .preprocess import Prepared, points_to_input, postprocess_logits, prepare_inputs, resize_nearest
 
@@ -41,21 +43,45 @@ class Segmentation:
         return points_to_input(_CENTERS[np.asarray(tokens, dtype=np.int64)], self.input_size)
 
 
+def resolve_context(normalization: str | None, face_set, trained: dict | None,
+                    default_normalization: str = "sam") -> tuple[str, tuple[int, ...]]:
+    """Normalisation and face set to run with: an adapter runs as it was trained (``trained``:
+    its ``normalization``, ``face_set`` and ``source``), and an explicit request that contradicts
+    it is refused; without an adapter, the request, else the defaults (``sam``, ``paper``)."""
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        raise S3potInputError(f"normalization {normalization!r}: expected one of "
+                              f"{', '.join(NORMALIZATIONS)}")
+    requested_faces = None if face_set is None else resolve_face_set(face_set)
+    if trained is None:
+        return normalization or default_normalization, requested_faces or PAPER_FACE_SET
+    if normalization is not None and normalization != trained["normalization"]:
+        raise S3potInputError(f"normalization {normalization!r}: {trained['source']} was trained "
+                              f"with {trained['normalization']!r}")
+    if requested_faces is not None and requested_faces != tuple(trained["face_set"]):
+        raise S3potInputError(f"face set {list(requested_faces)}: {trained['source']} was trained "
+                              f"with face set {list(trained['face_set'])}")
+    return trained["normalization"], tuple(trained["face_set"])
+
+
 class Pipeline:
     """Segments occlusions on aligned faces with one backend.
 
     Args:
-        backend: an object with the stage methods of :mod:`s3pot.runtime.backends`.
-        normalization: pixel normalisation the encoder / adapter expects (``sam`` or ``unit``).
-        face_set: the parsing labels counted as face (``paper``, ``authors`` or label ids).
+        backend: an object with the stage methods of :mod:`s3pot.runtime.backends`; its
+            ``trained_context`` (what a loaded adapter was trained with) fixes the defaults below.
+        normalization: pixel normalisation (``sam`` or ``unit``); default: the adapter's, else
+            the backend's ``default_normalization`` (``sam``).
+        face_set: parsing labels counted as face (``paper``, ``authors`` or label ids); default:
+            the adapter's, else ``paper``. Contradicting the adapter is an error.
         selector: prompt-selection kernel (``auto``, ``numba``, ``reference``, ``cuda``).
     """
 
-    def __init__(self, backend, *, normalization: str = "sam", face_set=PAPER_FACE_SET,
+    def __init__(self, backend, *, normalization: str | None = None, face_set=None,
                  selector: str = "auto") -> None:
         self.backend = backend
-        self.normalization = normalization
-        self.face_set = face_set
+        self.normalization, self.face_set = resolve_context(
+            normalization, face_set, getattr(backend, "trained_context", None),
+            getattr(backend, "default_normalization", "sam"))
         self.selector = selector
 
     def segment(self, image, reference, parsing) -> Segmentation:

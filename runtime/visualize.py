@@ -60,3 +60,15 @@ def overlay(rgb: np.ndarray, occlusion_mask: np.ndarray, face_region: np.ndarray
     _draw_points(canvas, occlusion_points, OCCLUSION_COLOR, radius, cv2.MARKER_TILTED_CROSS)
     _draw_points(canvas, face_points, FACE_COLOR, radius, cv2.MARKER_DIAMOND)
     return canvas
+
+
+def stamp(rgb: np.ndarray, text: str) -> np.ndarray:
+    """``rgb`` with ``text`` written across its top-left corner (e.g. "RANDOM WEIGHTS"), so a
+    picture cannot be mistaken for a real result once separated from its log."""
+    canvas = np.ascontiguousarray(rgb).copy()
+    scale = max(0.5, min(canvas.shape[:2]) / 600)
+    thickness = max(1, int(round(2 * scale)))
+    origin = (int(10 * scale), int(30 * scale))
+    cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 0), thickness, cv2.LINE_AA)
+    return canvas

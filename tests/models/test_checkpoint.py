@@ -128,3 +128,28 @@ def test_adapter_round_trip_and_refusal(tmp_path, tiny_model):
     with pytest.raises(CheckpointError, match="expected an s3pot-adapter file"):
         build_s3pot("tiny", random_weights=True, adapter=sam_like)
     assert not list(tmp_path.glob(".*.tmp"))  # atomic save left nothing behind
+
+
+def test_adapter_with_missing_fields_is_refused(tmp_path):
+    path = tmp_path / "partial.pt"
+    torch.save({"format": "s3pot-adapter", "version": 1, "variant": "tiny", "sa": {}}, path)
+    with pytest.raises(CheckpointError, match="normalization='missing'"):
+        read_adapter(path)
+
+
+def test_adapter_meta_must_load_with_weights_only(tmp_path, tiny_model):
+    with pytest.raises(S3potInputError, match="JSON-like"):
+        save_adapter(tmp_path / "a.pt", tiny_model, variant="tiny", normalization="sam",
+                     face_set="paper", meta={"data": tmp_path})
+    with pytest.raises(S3potInputError, match="normalization"):
+        save_adapter(tmp_path / "a.pt", tiny_model, variant="tiny", normalization="imagenet",
+                     face_set="paper")
+    assert not (tmp_path / "a.pt").exists()
+
+
+def test_building_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    build_s3pot("tiny", random_weights=True, seed=5)
+    assert torch.equal(torch.rand(3), want)

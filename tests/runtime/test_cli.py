@@ -132,3 +132,45 @@ def test_console_script_exit_code_and_no_traceback(files, tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("s3pot: error: parsing mask")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_out_that_is_a_file(files, tmp_path, capsys):
+    target = tmp_path / "afile"
+    target.write_text("x")
+    code = main(["segment", *_single(files), "--out", str(target), *TINY])
+    err = capsys.readouterr().err
+    assert code == EXIT_USER_ERROR and "expected a folder, got an existing file" in err
+    assert "Traceback" not in err and target.read_text() == "x"
+
+
+def test_out_equal_to_input_dir_is_refused(files, capsys):
+    assert main(["segment", "--input-dir", str(files), "--out", str(files), *TINY]) == EXIT_USER_ERROR
+    assert "other than --input-dir" in capsys.readouterr().err
+
+
+def test_failed_write_leaves_no_partial_set(files, tmp_path, capsys, monkeypatch):
+    def failing(path, rgb):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("s3pot.runtime.io.save_image", failing)
+    out = tmp_path / "out"
+    code = main(["segment", *_single(files), "--out", str(out), "--save-vis", *TINY])
+    err = capsys.readouterr().err
+    assert code == EXIT_USER_ERROR and "No space left" in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_directory_mode_goes_on_past_a_bad_sample(files, tmp_path, capsys):
+    import shutil
+    root = tmp_path / "data"
+    root.mkdir()
+    for suffix in (".jpg", "_ref.png", "_parsing_mask.npy"):
+        shutil.copy(files / f"face{suffix}", root / f"good{suffix}")
+        shutil.copy(files / f"face{suffix}", root / f"noface{suffix}")
+    np.save(root / "noface_parsing_mask.npy", np.full((512, 512), 4, np.uint8))
+    out = tmp_path / "out"
+    assert main(["segment", "--input-dir", str(root), "--out", str(out), *TINY]) == 1
+    captured = capsys.readouterr()
+    assert "1 of 2 samples" in captured.out
+    assert "s3pot: error: sample noface:" in captured.err
+    assert (out / "good_occlusion.png").is_file() and not (out / "noface_occlusion.png").exists()

@@ -133,3 +133,19 @@ def test_mobile_sam_variant_runs_the_pipeline(sample):
     assert seg.occlusion.shape == sample[0].shape[:2]
     assert np.array_equal(np.union1d(seg.occlusion_tokens, seg.face_tokens),
                           np.flatnonzero(prepared.face_mask))
+
+
+def test_pipeline_runs_an_adapter_as_trained(tmp_path, sample):
+    """The Python API, like the CLI, takes normalisation and face set from the adapter."""
+    from s3pot.models import build_s3pot, save_adapter
+
+    path = save_adapter(tmp_path / "a.pt", build_s3pot("tiny", random_weights=True),
+                        variant="tiny", normalization="unit", face_set="authors")
+    backend = TorchBackend.from_variant("tiny", random_weights=True, adapter=path, device="cpu")
+    pipeline = Pipeline(backend)
+    assert pipeline.normalization == "unit" and pipeline.face_set == (1, 2, 3, 5, 6, 9, 10)
+    with pytest.raises(S3potInputError, match="was trained with 'unit'"):
+        Pipeline(backend, normalization="sam")
+    with pytest.raises(S3potInputError, match="was trained with face set"):
+        Pipeline(backend, face_set="paper")
+    assert Pipeline(TorchBackend(build_s3pot("tiny", random_weights=True), device="cpu")).normalization == "sam"
