@@ -64,34 +64,35 @@ def _user_error(argv, tmp_path, capsys, match: str):
     assert not out.exists() or not any(out.iterdir()), "no partial output"
 
 
-def test_missing_image(files, tmp_path, capsys):
+def _replace_input(files, index: int, path) -> list[str]:
     argv = _single(files)
-    argv[1] = str(files / "absent.jpg")
-    _user_error(["segment", *argv, *TINY], tmp_path, capsys, "absent.jpg")
+    argv[index] = str(path)
+    return ["segment", *argv, *TINY]
 
 
-def test_corrupt_image(files, tmp_path, capsys):
-    bad = tmp_path / "corrupt.jpg"
-    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
-    argv = _single(files)
-    argv[1] = str(bad)
-    _user_error(["segment", *argv, *TINY], tmp_path, capsys, "corrupt.jpg")
+IMAGE, PARSING = 1, 5  # positions of the --image and --parsing values in _single()
 
 
-def test_parsing_of_wrong_shape(files, tmp_path, capsys):
-    wrong = tmp_path / "wrong_parsing_mask.npy"
-    np.save(wrong, np.full((100, 80), 6, np.uint8))
-    argv = _single(files)
-    argv[5] = str(wrong)
-    _user_error(["segment", *argv, *TINY], tmp_path, capsys, "(100, 80)")
+def _corrupt_jpeg(tmp_path):
+    path = tmp_path / "corrupt.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    return path
 
 
-def test_parsing_without_face_label(files, tmp_path, capsys):
-    noface = tmp_path / "noface_parsing_mask.npy"
-    np.save(noface, np.full((512, 512), 4, np.uint8))
-    argv = _single(files)
-    argv[5] = str(noface)
-    _user_error(["segment", *argv, *TINY], tmp_path, capsys, "face")
+def _parsing(tmp_path, name, array):
+    path = tmp_path / name
+    np.save(path, array)
+    return path
+
+
+@pytest.mark.parametrize("index,make,match", [
+    (IMAGE, lambda d: d / "absent.jpg", "absent.jpg"),
+    (IMAGE, _corrupt_jpeg, "corrupt.jpg"),
+    (PARSING, lambda d: _parsing(d, "wrong_parsing_mask.npy", np.full((100, 80), 6, np.uint8)), "(100, 80)"),
+    (PARSING, lambda d: _parsing(d, "noface_parsing_mask.npy", np.full((512, 512), 4, np.uint8)), "face"),
+], ids=["missing-image", "corrupt-image", "parsing-wrong-shape", "parsing-without-face"])
+def test_bad_input_file(files, tmp_path, capsys, index, make, match):
+    _user_error(_replace_input(files, index, make(tmp_path)), tmp_path, capsys, match)
 
 
 def test_checkpoint_of_another_variant(files, tmp_path, capsys):
