@@ -85,7 +85,9 @@ def prompt_points(occlusion_tokens: np.ndarray, face_tokens: np.ndarray) -> tupl
     tokens = np.concatenate([occlusion_tokens, face_tokens]).astype(np.int64)
     labels = np.concatenate([np.full(len(occlusion_tokens), LABEL_POSITIVE, np.int64),
                              np.full(len(face_tokens), LABEL_NEGATIVE, np.int64)])
-    return _TOKEN_CENTERS[tokens], labels
+    return TOKEN_CENTERS[tokens], labels
 
 
-_TOKEN_CENTERS = token_centers()
+#: :func:`token_centers` computed once, read-only: ``NUM_TOKENS x 2`` float32 ``(x, y)``.
+TOKEN_CENTERS = token_centers()
+TOKEN_CENTERS.flags.writeable = False

@@ -14,15 +14,14 @@ import torch
 from torch import nn
 
 from s3pot.kernels import initial_prompt, select_prompts
-from s3pot.kernels.spec import (GRID_SIZE, IMAGE_SIZE, LABEL_POSITIVE, PROMPT_DIM, prompt_points,
-                                token_centers)
+from s3pot.kernels.spec import (GRID_SIZE, IMAGE_SIZE, LABEL_POSITIVE, PROMPT_DIM, TOKEN_CENTERS,
+                                prompt_points)
 
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 from .s3pot_blocks import FEBlock, SALayer
 from .transformer import TwoWayTransformer
 
-_CENTERS = token_centers()  # NUM_TOKENS x 2, (x, y) pixel centres
 
 
 @dataclass
@@ -104,7 +103,7 @@ class S3POT(nn.Module):
         z = self.encode(pixels)  # 2 x 256 x 64 x 64: Z, Z_r
         z_np = z.detach().float().cpu().numpy()
         token = initial_prompt(z_np[0], z_np[1], face_mask)
-        point = torch.as_tensor(_CENTERS[token], device=z.device).reshape(1, 1, 2).expand(2, 1, 2)
+        point = torch.tensor(TOKEN_CENTERS[token], device=z.device).reshape(1, 1, 2).expand(2, 1, 2)
         enhanced = self.enhance(z, point).detach().float().cpu().numpy()  # 2 x 4096 x 256
         selection = select_prompts(enhanced[0], enhanced[1], face_mask, backend=selector)
         points, labels = prompt_points(selection.occlusion, selection.face)

@@ -53,10 +53,10 @@ def _parse_face_set(text: str | None):
 
 
 def _build_pipeline(args):
-    from .backends.torch import TorchBackend
+    from .backends import load_backend_module
     from .pipeline import Pipeline
 
-    backend = TorchBackend.from_variant(args.variant, checkpoint=args.checkpoint, adapter=args.adapter,
+    backend = load_backend_module("torch").TorchBackend.from_variant(args.variant, checkpoint=args.checkpoint, adapter=args.adapter,
                                         random_weights=args.random_weights, device=args.device,
                                         seed=args.seed)
     return Pipeline(backend, normalization=args.normalization, face_set=_parse_face_set(args.face_set),
@@ -160,10 +160,10 @@ def cmd_segment(args) -> int:
             seg = pipeline.segment(sample.image, sample.reference, sample.parsing)
             _write_outputs(args.out, sample.name, seg, sample.image, args.save_vis, weights,
                            args.random_weights)
-        except S3potInputError:
+        except S3potInputError as exc:
             if not batch:
                 raise
-            failures.append((sample.name, str(sys.exc_info()[1])))
+            failures.append((sample.name, str(exc)))
         except OSError as exc:
             if not batch:
                 raise S3potInputError(f"outputs in '{args.out}': could not write ({exc})") from None

@@ -14,14 +14,13 @@ import numpy as np
 
 from s3pot.kernels import initial_prompt, select_prompts
 from s3pot.kernels.errors import S3potInputError
-from s3pot.kernels.spec import (NORMALIZATIONS, PAPER_FACE_SET, prompt_points, resolve_face_set,
-                                token_centers)
+from s3pot.kernels.spec import (NORMALIZATIONS, PAPER_FACE_SET, TOKEN_CENTERS, prompt_points,
+                                resolve_face_set)
 
 from .preprocess import Prepared, points_to_input, postprocess_logits, prepare_inputs, resize_nearest
 
 log = logging.getLogger(__name__)
 
-_CENTERS = token_centers()  # 4096 x 2, (x, y) in 1024-pixel space
 
 
 @dataclass
@@ -40,7 +39,7 @@ class Segmentation:
 
     def points(self, tokens: np.ndarray) -> np.ndarray:
         """Token centres of ``tokens`` in input-image pixels, ``N x 2`` ``(x, y)``."""
-        return points_to_input(_CENTERS[np.asarray(tokens, dtype=np.int64)], self.input_size)
+        return points_to_input(TOKEN_CENTERS[np.asarray(tokens, dtype=np.int64)], self.input_size)
 
 
 def resolve_context(normalization: str | None, face_set, trained: dict | None,
@@ -101,7 +100,7 @@ class Pipeline:
             z = self.backend.encode(prepared.pixels)  # 2 x 256 x 64 x 64: Z, Z_r
         with clock("initial_prompt"):
             token = initial_prompt(z[0], z[1], prepared.face_mask)
-            point = np.repeat(_CENTERS[token].reshape(1, 1, 2), 2, axis=0)  # 2 x 1 x 2
+            point = np.repeat(TOKEN_CENTERS[token].reshape(1, 1, 2), 2, axis=0)  # 2 x 1 x 2
         with clock("fe"):
             enhanced = self.backend.enhance(z, point)  # 2 x 4096 x 256: Z_e, Z_re
         with clock("prompt_selection"):

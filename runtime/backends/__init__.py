@@ -36,9 +36,9 @@ class Backend(Protocol):
     def decode(self, embeddings: np.ndarray, prompts: np.ndarray) -> np.ndarray: ...
 
 
-#: backend name -> (module, the pip requirement that provides it)
+#: backend name -> (its module, the package it imports, the pip requirement that provides it)
 BACKENDS = {
-    "torch": ("s3pot.runtime.backends.torch", "torch"),
+    "torch": ("s3pot.runtime.backends.torch", "torch", "torch"),
 }
 
 
@@ -56,6 +56,6 @@ def load_backend_module(name: str):
     """The module of backend ``name``; an unknown name lists the valid ones."""
     if name not in BACKENDS:
         raise S3potInputError(f"backend {name!r}: expected one of {', '.join(BACKENDS)}, got {name!r}")
-    module, install = BACKENDS[name]
-    require(install.split("[")[0].split(">")[0].split("=")[0].replace("-", "_"), install)
+    module, needs, install = BACKENDS[name]
+    require(needs, install)
     return importlib.import_module(module)
