@@ -1,12 +1,12 @@
 """Install s3pot-rt: the repository's top-level folders become one import namespace, ``s3pot``.
 
-``export/ runtime/ kernels/ models/`` install as ``s3pot.export``, ``s3pot.runtime``,
+``core/ export/ runtime/ kernels/ models/`` install as ``s3pot.core``, ``s3pot.export``, ``s3pot.runtime``,
 ``s3pot.kernels`` and ``s3pot.models``; ``s3pot`` itself is a namespace package, so nothing
 generic lands at the top of site-packages.
 """
 from setuptools import find_packages, setup
 
-FOLDERS = ("export", "runtime", "kernels", "models")
+FOLDERS = ("core", "export", "runtime", "kernels", "models")
 
 setup(
     name="s3pot-rt",

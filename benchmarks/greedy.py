@@ -74,7 +74,7 @@ def make_tokens(rows: int, cols: int, data: str, seed: int = 0):
     a tenth of the face tokens replaced (an occluder). ``hub``: every reference token leans
     towards the same few image tokens, the hard case for any candidate-list matcher.
     """
-    from s3pot.kernels import PROMPT_DIM
+    from s3pot.core.spec import PROMPT_DIM
 
     rng = np.random.default_rng(seed)
     face = np.zeros(cols, dtype=bool)
@@ -106,7 +106,8 @@ def _cuda_available() -> bool:
 
 def methods_for(rows: int, cols: int, data: str) -> tuple[dict[str, Callable[[], object]], dict]:
     """The timed callables for one size, and facts about the case (e.g. whether pairs agree)."""
-    from s3pot.kernels import NUM_TOKENS, greedy_match
+    from s3pot.core.spec import NUM_TOKENS
+    from s3pot.kernels import greedy_match
     from s3pot.kernels.numba_cpu import greedy_kernel, select_prompts_numba
     from s3pot.kernels.reference import similarity_matrix, unit_rows
 

@@ -1,6 +1,6 @@
 """Input validation shared by every kernel backend.
 
-Each check raises :class:`~s3pot.kernels.errors.S3potInputError` naming the array, what was expected
+Each check raises :class:`~s3pot.core.errors.S3potInputError` naming the array, what was expected
 and what arrived, and returns the array in the layout the kernels compute on (C-contiguous, the
 dtype stated below), so backends never re-validate.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import NoFaceTokensError, S3potInputError
-from .spec import GRID_SIZE, NUM_TOKENS, PROMPT_DIM
+from s3pot.core.errors import NoFaceTokensError, S3potInputError
+from s3pot.core.spec import GRID_SIZE, NUM_TOKENS, PROMPT_DIM
 
 
 def _describe(array) -> str:

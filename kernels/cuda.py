@@ -33,9 +33,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from .checks import check_face_mask, check_similarity
-from .errors import MissingDependencyError, S3potInputError
+from s3pot.core.errors import MissingDependencyError, S3potInputError
 from .reference import PromptSelection, split_matches
-from .spec import NUM_TOKENS, PROMPT_DIM
+from s3pot.core.spec import NUM_TOKENS, PROMPT_DIM
 
 logger = logging.getLogger(__name__)
 

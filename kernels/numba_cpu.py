@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .checks import check_similarity
-from .errors import MissingDependencyError
+from s3pot.core.errors import MissingDependencyError
 from .reference import PromptSelection, select_with
 
 logger = logging.getLogger(__name__)

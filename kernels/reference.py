@@ -12,8 +12,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .checks import check_face_mask, check_feature_map, check_similarity, check_tokens
-from .errors import S3potInputError
-from .spec import NUM_TOKENS
+from s3pot.core.errors import S3potInputError
+from s3pot.core.spec import NUM_TOKENS
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from .errors import S3potInputError
+from s3pot.core.errors import S3potInputError
 from .reference import PromptSelection
 
 logger = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from s3pot.kernels.atomic import write_bytes_atomic
-from s3pot.kernels.errors import CheckpointError, S3potInputError
-from s3pot.kernels.spec import NORMALIZATIONS, resolve_face_set
+from s3pot.core.atomic import write_bytes_atomic
+from s3pot.core.errors import CheckpointError, S3potInputError
+from s3pot.core.spec import NORMALIZATIONS, resolve_face_set
 
 log = logging.getLogger(__name__)
 

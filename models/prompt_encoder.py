@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from s3pot.kernels.spec import LABEL_NEGATIVE, LABEL_PAD, LABEL_POSITIVE
+from s3pot.core.spec import LABEL_NEGATIVE, LABEL_PAD, LABEL_POSITIVE
 
 from .common import LayerNorm2d
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from s3pot.kernels.errors import S3potInputError
+from s3pot.core.errors import S3potInputError
 
 from .tiny_vit import MOBILE_SAM_CONFIG, TINY_CONFIG
 
@@ -19,7 +19,7 @@ class VariantConfig:
     name: str
     encoder: str  # "vit" or "tiny_vit"
     encoder_args: dict = field(default_factory=dict)
-    normalization: str = "sam"  # key of s3pot.kernels.spec.NORMALIZATIONS
+    normalization: str = "sam"  # key of s3pot.core.spec.NORMALIZATIONS
     checkpoint: str | None = None  # official file name
     description: str = ""
     test_only: bool = False

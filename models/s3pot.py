@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from s3pot.kernels import initial_prompt, select_prompts
-from s3pot.kernels.spec import (GRID_SIZE, IMAGE_SIZE, LABEL_POSITIVE, PROMPT_DIM, TOKEN_CENTERS,
+from s3pot.core.spec import (GRID_SIZE, IMAGE_SIZE, LABEL_POSITIVE, PROMPT_DIM, TOKEN_CENTERS,
                                 prompt_points)
 
 from .mask_decoder import MaskDecoder

@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from s3pot.kernels.errors import S3potInputError
-from s3pot.kernels.spec import IMAGE_SIZE, PROMPT_DIM
+from s3pot.core.errors import S3potInputError
+from s3pot.core.spec import IMAGE_SIZE, PROMPT_DIM
 
 from .common import LayerNorm2d
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from s3pot.kernels.errors import S3potInputError
+from s3pot.core.errors import S3potInputError
 
 from .io import PathLike, load_mask
 from .preprocess import resize_nearest

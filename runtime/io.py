@@ -1,5 +1,5 @@
 """Reading a sample's files and writing results, with every user mistake reported as
-:class:`~s3pot.kernels.errors.S3potInputError` naming the file, what was expected and what came.
+:class:`~s3pot.core.errors.S3potInputError` naming the file, what was expected and what came.
 
 Images are decoded with OpenCV from bytes read by NumPy (``np.fromfile`` + ``cv2.imdecode``), so
 paths with non-ASCII characters work on every platform. Writes are atomic: the encoded bytes go to
@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from s3pot.kernels.atomic import write_bytes_atomic
-from s3pot.kernels.errors import S3potInputError
-from s3pot.kernels.spec import NUM_PARSING_LABELS
+from s3pot.core.atomic import write_bytes_atomic
+from s3pot.core.errors import S3potInputError
+from s3pot.core.spec import NUM_PARSING_LABELS
 
 logger = logging.getLogger(__name__)
 

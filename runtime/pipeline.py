@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from s3pot.kernels import initial_prompt, select_prompts
-from s3pot.kernels.errors import S3potInputError
-from s3pot.kernels.spec import (NORMALIZATIONS, PAPER_FACE_SET, TOKEN_CENTERS, prompt_points,
-                                resolve_face_set)
+from s3pot.core.errors import S3potInputError
+from s3pot.core.spec import TOKEN_CENTERS, prompt_points, resolve_context
 
 from .preprocess import Prepared, points_to_input, postprocess_logits, prepare_inputs, resize_nearest
 
@@ -40,26 +39,6 @@ class Segmentation:
     def points(self, tokens: np.ndarray) -> np.ndarray:
         """Token centres of ``tokens`` in input-image pixels, ``N x 2`` ``(x, y)``."""
         return points_to_input(TOKEN_CENTERS[np.asarray(tokens, dtype=np.int64)], self.input_size)
-
-
-def resolve_context(normalization: str | None, face_set, trained: dict | None,
-                    default_normalization: str = "sam") -> tuple[str, tuple[int, ...]]:
-    """Normalisation and face set to run with: an adapter runs as it was trained (``trained``:
-    its ``normalization``, ``face_set`` and ``source``), and an explicit request that contradicts
-    it is refused; without an adapter, the request, else the defaults (``sam``, ``paper``)."""
-    if normalization is not None and normalization not in NORMALIZATIONS:
-        raise S3potInputError(f"normalization {normalization!r}: expected one of "
-                              f"{', '.join(NORMALIZATIONS)}")
-    requested_faces = None if face_set is None else resolve_face_set(face_set)
-    if trained is None:
-        return normalization or default_normalization, requested_faces or PAPER_FACE_SET
-    if normalization is not None and normalization != trained["normalization"]:
-        raise S3potInputError(f"normalization {normalization!r}: {trained['source']} was trained "
-                              f"with {trained['normalization']!r}")
-    if requested_faces is not None and requested_faces != tuple(trained["face_set"]):
-        raise S3potInputError(f"face set {list(requested_faces)}: {trained['source']} was trained "
-                              f"with face set {list(trained['face_set'])}")
-    return trained["normalization"], tuple(trained["face_set"])
 
 
 class Pipeline:

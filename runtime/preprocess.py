@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from s3pot.kernels.errors import NoFaceTokensError, S3potInputError
-from s3pot.kernels.spec import (IMAGE_SIZE, LOW_RES_SIZE, NORMALIZATIONS, PAPER_FACE_SET,
+from s3pot.core.errors import NoFaceTokensError, S3potInputError
+from s3pot.core.spec import (IMAGE_SIZE, LOW_RES_SIZE, NORMALIZATIONS, PAPER_FACE_SET,
                                 PARSING_LABELS, face_token_mask, resolve_face_set)
 
 from .io import check_parsing, load_image, load_parsing

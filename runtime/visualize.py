@@ -4,8 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from s3pot.kernels.errors import S3potInputError
-from s3pot.kernels.spec import IMAGE_SIZE, PATCH_SIZE
+from s3pot.core.errors import S3potInputError
+from s3pot.core.spec import IMAGE_SIZE, PATCH_SIZE
 
 #: RGB colours. Occlusion prompts share the occlusion's colour, face prompts the face outline's.
 OCCLUSION_COLOR = (255, 40, 40)

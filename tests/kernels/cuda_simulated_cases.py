@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from greedy_cases import similarity_case
-from s3pot.kernels import S3potInputError, greedy_match
+from s3pot.core.errors import S3potInputError
+from s3pot.kernels import greedy_match
 from s3pot.kernels.reference import similarity_matrix, split_matches, unit_rows
 
 numba = pytest.importorskip("numba")

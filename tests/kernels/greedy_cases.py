@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from s3pot.kernels import GRID_SIZE, NUM_TOKENS, PROMPT_DIM
+from s3pot.core.spec import GRID_SIZE, NUM_TOKENS, PROMPT_DIM
 
 
 def similarity_case(kind: str, rows: int, cols: int, seed: int = 0) -> np.ndarray:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from greedy_cases import MATRIX_KINDS, face_tokens_sample, similarity_case
-from s3pot.kernels import S3potInputError, greedy_match, select_prompts
+from s3pot.core.errors import S3potInputError
+from s3pot.kernels import greedy_match, select_prompts
 
 numba_cpu = pytest.importorskip("s3pot.kernels.numba_cpu")
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from greedy_cases import MATRIX_KINDS, algorithm_1, similarity_case
-from s3pot.kernels import S3potInputError, greedy_match
+from s3pot.core.errors import S3potInputError
+from s3pot.kernels import greedy_match
 
 SHAPES = [(1, 1), (1, 7), (3, 3), (5, 17), (12, 12), (16, 40), (33, 70)]
 

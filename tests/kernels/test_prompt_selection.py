@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from greedy_cases import face_tokens_sample
-from s3pot.kernels import (GRID_SIZE, NUM_TOKENS, PROMPT_DIM, NoFaceTokensError, PromptSelection,
-                           S3potInputError, initial_prompt, select_prompts)
+from s3pot.core.errors import NoFaceTokensError, S3potInputError
+from s3pot.core.spec import GRID_SIZE, NUM_TOKENS, PROMPT_DIM
+from s3pot.kernels import PromptSelection, initial_prompt, select_prompts
 from s3pot.kernels.reference import cosine_per_token, similarity_for_selection, split_matches
 
 CPU_BACKENDS = ("reference", "numba")
@@ -186,7 +187,7 @@ def test_cuda_backend_without_a_gpu_is_a_clear_error(occluded_face):
     numba_cuda = pytest.importorskip("numba.cuda")
     if numba_cuda.is_available():
         pytest.skip("a CUDA device (or the simulator) is available")
-    from s3pot.kernels import MissingDependencyError
+    from s3pot.core.errors import MissingDependencyError
 
     z_e, z_re, face, _ = occluded_face
     with pytest.raises(MissingDependencyError, match="backend='numba'"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import oracle
-from s3pot.kernels.errors import CheckpointError, S3potInputError
+from s3pot.core.errors import CheckpointError, S3potInputError
 from s3pot.models import build_s3pot, guess_variant, read_adapter, save_adapter
 from s3pot.models.registry import VARIANTS
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from s3pot.kernels.errors import S3potInputError
+from s3pot.core.errors import S3potInputError
 from s3pot.runtime.datasets import find_samples, load_ground_truth, load_labelme
 
 DATA = Path(__file__).resolve().parents[1] / "data"

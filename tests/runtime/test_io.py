@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from s3pot.kernels.errors import S3potInputError
+from s3pot.core.errors import S3potInputError
 from s3pot.runtime import io as sio
 
 
@@ -115,7 +115,7 @@ def test_masks_round_trip_and_atomic_writes(tmp_path, monkeypatch):
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("s3pot.kernels.atomic.os.replace", failing_replace)
+    monkeypatch.setattr("s3pot.core.atomic.os.replace", failing_replace)
     before = set(tmp_path.rglob("*"))
     with pytest.raises(OSError):
         sio.save_mask_png(tmp_path / "sub" / "late.png", mask)

@@ -7,9 +7,9 @@ import torch
 
 from conftest import rel_l2
 from helpers import astronaut_sample
-from s3pot.kernels import face_token_mask
-from s3pot.kernels.errors import NoFaceTokensError, S3potInputError
-from s3pot.kernels.spec import prompt_points
+from s3pot.core.spec import face_token_mask
+from s3pot.core.errors import NoFaceTokensError, S3potInputError
+from s3pot.core.spec import prompt_points
 from s3pot.runtime.backends.torch import TorchBackend
 from s3pot.runtime.pipeline import Pipeline
 from s3pot.runtime.preprocess import prepare_inputs

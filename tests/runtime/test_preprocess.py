@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from s3pot.kernels.errors import NoFaceTokensError, S3potInputError
-from s3pot.kernels.spec import NORMALIZATIONS
+from s3pot.core.errors import NoFaceTokensError, S3potInputError
+from s3pot.core.spec import NORMALIZATIONS
 from s3pot.runtime import preprocess as pp
 from s3pot.runtime.io import load_image
 

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import torch
 
-from s3pot.kernels.errors import S3potInputError
+from s3pot.core.errors import S3potInputError
 
 log = logging.getLogger(__name__)
 

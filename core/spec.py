@@ -72,6 +72,28 @@ def face_token_mask(parsing: np.ndarray, face_set=PAPER_FACE_SET) -> np.ndarray:
     return np.isin(centres, resolve_face_set(face_set))
 
 
+def resolve_context(normalization: str | None, face_set, trained: dict | None,
+                    default_normalization: str = "sam") -> tuple[str, tuple[int, ...]]:
+    """Normalisation and face set to run with: an adapter runs as it was trained (``trained``:
+    its ``normalization``, ``face_set`` and ``source``), and an explicit request that contradicts
+    it is refused; without an adapter, the request, else the defaults (``sam``, ``paper``)."""
+    from .errors import S3potInputError
+
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        raise S3potInputError(f"normalization {normalization!r}: expected one of "
+                              f"{', '.join(NORMALIZATIONS)}")
+    requested_faces = None if face_set is None else resolve_face_set(face_set)
+    if trained is None:
+        return normalization or default_normalization, requested_faces or PAPER_FACE_SET
+    if normalization is not None and normalization != trained["normalization"]:
+        raise S3potInputError(f"normalization {normalization!r}: {trained['source']} was trained "
+                              f"with {trained['normalization']!r}")
+    if requested_faces is not None and requested_faces != tuple(trained["face_set"]):
+        raise S3potInputError(f"face set {list(requested_faces)}: {trained['source']} was trained "
+                              f"with face set {list(trained['face_set'])}")
+    return trained["normalization"], tuple(trained["face_set"])
+
+
 #: SAM's point labels. S3POT prompts occlusion tokens as positive, face tokens as negative.
 LABEL_PAD, LABEL_NEGATIVE, LABEL_POSITIVE = -1, 0, 1
 
@@ -80,11 +102,12 @@ def prompt_points(occlusion_tokens: np.ndarray, face_tokens: np.ndarray) -> tupl
     """SPEC stage 5: occlusion tokens (positive) first, then face tokens (negative), each group in
     the order given (raster order from the kernels), at the token centres.
 
-    Returns ``N x 2`` float32 points ``(x, y)`` in 1024-pixel space and ``N`` int64 labels.
+    Returns ``N x 2`` float32 points ``(x, y)`` in 1024-pixel space and ``N`` float32 labels (as in
+    SAM's own ONNX export and the stage IO table).
     """
     tokens = np.concatenate([occlusion_tokens, face_tokens]).astype(np.int64)
-    labels = np.concatenate([np.full(len(occlusion_tokens), LABEL_POSITIVE, np.int64),
-                             np.full(len(face_tokens), LABEL_NEGATIVE, np.int64)])
+    labels = np.concatenate([np.full(len(occlusion_tokens), LABEL_POSITIVE, np.float32),
+                             np.full(len(face_tokens), LABEL_NEGATIVE, np.float32)])
     return TOKEN_CENTERS[tokens], labels
 
 

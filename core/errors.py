@@ -20,3 +20,12 @@ class CheckpointError(S3potInputError):
 
 class MissingDependencyError(S3potError, ImportError):
     """An optional dependency is not installed; the message carries the install command."""
+
+
+class ExportError(S3potInputError):
+    """An export folder or engine that cannot be used: missing or altered files, a manifest of
+    another model, an engine built by another TensorRT version or on another GPU."""
+
+
+class NoGpuError(S3potError):
+    """Work that needs an NVIDIA GPU (engine builds, CUDA kernels) found none."""

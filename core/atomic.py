@@ -1,0 +1,70 @@
+"""Atomic file and folder writes, shared by every layer that writes user-visible files (masks,
+adapters, exported graphs, engines).
+
+A file's bytes go to a temporary file beside the target and replace it in one rename; a folder
+(an export) is filled under a temporary name beside the target and renamed into place at the end.
+A failure therefore never leaves a half-written file or a half-filled folder. Files get the mode
+any other new file gets (``0666`` less the umask), not ``mkstemp``'s private ``0600``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import S3potInputError
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` (parent folders created) atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(path, *, overwrite: bool = False):
+    """Fill a folder under a temporary name beside ``path`` and move it into place on success.
+
+    Yields the temporary folder. On any exception it is removed and ``path`` is left as it was.
+    An existing non-empty ``path`` is refused unless ``overwrite``; then it is replaced only once
+    the new folder is complete.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise S3potInputError(f"output folder '{path}': expected a folder, got an existing file")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise S3potInputError(f"output folder '{path}': expected a new or empty folder, got one "
+                              "with files in it (pass --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
