@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("export", "runtime", "kernels", "models")
+FOLDERS = ("core", "export", "runtime", "kernels", "models")
 
 
 def _run(cmd, **kw):
@@ -82,7 +82,7 @@ class Block:
 sys.meta_path.insert(0, Block())
 import s3pot
 failed = []
-for folder in ('kernels', 'models', 'runtime', 'export'):
+for folder in ('core', 'kernels', 'models', 'runtime', 'export'):
     pkg = importlib.import_module(f's3pot.{folder}')
     for info in pkgutil.walk_packages(pkg.__path__, prefix=f's3pot.{folder}.'):
         try:
@@ -96,7 +96,8 @@ assert not failed
 
 
 def test_runtime_core_imports_without_torch():
-    """The lean runtime: pipeline, preprocessing, I/O and kernels import with torch blocked."""
+    """The lean runtime: pipeline, preprocessing, I/O, kernels, the ONNX Runtime backend and the
+    TensorRT builder import with torch blocked."""
     code = r"""
 import sys
 class Block:
@@ -106,6 +107,8 @@ class Block:
 sys.meta_path.insert(0, Block())
 import s3pot.runtime.pipeline, s3pot.runtime.preprocess, s3pot.runtime.io, s3pot.runtime.datasets
 import s3pot.runtime.visualize, s3pot.runtime.cli, s3pot.kernels
+import s3pot.core.io_table, s3pot.core.manifest, s3pot.core.sidecar, s3pot.runtime.backends.onnxruntime
+import s3pot.export.tensorrt, s3pot.runtime.cli.build
 assert 'torch' not in sys.modules
 """
     _run([sys.executable, "-c", code], cwd="/")

@@ -1,65 +1,43 @@
-"""The ``s3pot`` command line: one subcommand per tool, whose help is the tool's docstring.
+"""Segment occlusions on aligned faces: occlusion and visible-face masks at the input's size.
 
-A user's mistake (missing file, wrong shape, wrong checkpoint, ...) prints one line, ``s3pot:
-error: ...``, and exits with status 2; nothing half-written is left behind.
+One sample with --image, --reference and --parsing, or every sample of --input-dir (the
+authors' README layout NAME.jpg / NAME_ref.png / NAME_parsing_mask.npy, or their dataset
+layout of one numbered folder per sample). Outputs go under --out: NAME_occlusion.png,
+NAME_visible_face.png, NAME_prompts.json and, with --save-vis, NAME_vis.jpg.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
-from s3pot.kernels.errors import S3potError, S3potInputError
-from s3pot.kernels.spec import FACE_SETS, NORMALIZATIONS
+from s3pot.core.errors import S3potInputError
+
+from .common import (EXIT_SAMPLES_FAILED, add_model_options, check_model_files, parse_face_set,
+                     weights_label)
 
 log = logging.getLogger("s3pot")
 
-EXIT_USER_ERROR = 2
-EXIT_SAMPLES_FAILED = 1
 
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument("--variant", default="vit_b",
-                       help="SAM backbone variant, see `s3pot variants` (default: vit_b)")
-    group.add_argument("--checkpoint", type=Path,
-                       help="official SAM / MobileSAM checkpoint (e.g. sam_vit_b_01ec64.pth)")
-    group.add_argument("--random-weights", action="store_true",
-                       help="run without a checkpoint on seeded random weights (masks are not "
-                            "meaningful; for smoke tests and latency)")
-    group.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default: 0)")
-    group.add_argument("--adapter", type=Path,
-                       help="trained S3POT adapter (SA and optional FE weights)")
-    group.add_argument("--normalization", choices=list(NORMALIZATIONS),
-                       help="pixel normalisation (default: the adapter's, else the variant's)")
-    group.add_argument("--face-set",
-                       help="parsing labels counted as face: " + ", ".join(FACE_SETS)
-                            + " or comma-separated label ids (default: the adapter's, else paper)")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    group.add_argument("--selector", default="auto", choices=["auto", "numba", "reference", "cuda"],
-                       help="prompt-selection kernel (default: auto)")
-
-
-def _parse_face_set(text: str | None):
-    if text is None or text in FACE_SETS:
-        return text
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise S3potInputError(f"--face-set: expected {' or '.join(FACE_SETS)} or label ids like "
-                              f"1,2,3, got {text!r}") from None
+def add_arguments(parser) -> None:
+    parser.add_argument("--image", type=Path, help="the face photo (JPEG/PNG)")
+    parser.add_argument("--reference", type=Path, help="the occlusion-free reference of the same face")
+    parser.add_argument("--parsing", type=Path, help="the reference's parsing labels (.npy or label PNG)")
+    parser.add_argument("--input-dir", type=Path, help="a folder of samples (either SPEC layout)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--save-vis", action="store_true", help="also write an overlay with the prompts")
+    add_model_options(parser)
 
 
 def _build_pipeline(args):
-    from .backends import load_backend_module
-    from .pipeline import Pipeline
+    from s3pot.runtime.backends import load_backend_module
+    from s3pot.runtime.pipeline import Pipeline
 
     backend = load_backend_module("torch").TorchBackend.from_variant(args.variant, checkpoint=args.checkpoint, adapter=args.adapter,
                                         random_weights=args.random_weights, device=args.device,
                                         seed=args.seed)
-    return Pipeline(backend, normalization=args.normalization, face_set=_parse_face_set(args.face_set),
+    return Pipeline(backend, normalization=args.normalization, face_set=parse_face_set(args.face_set),
                     selector=args.selector)
 
 
@@ -67,8 +45,8 @@ def _write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, 
                    random_weights: bool) -> list[Path]:
     """Every output of one sample: all computed first, each file written atomically, and the
     files already written removed again if a later one fails (no partial set)."""
-    from .io import load_image, save_image, save_mask_png, write_text_atomic
-    from .visualize import overlay, stamp
+    from s3pot.runtime.io import load_image, save_image, save_mask_png, write_text_atomic
+    from s3pot.runtime.visualize import overlay, stamp
 
     vis = None
     if save_vis:
@@ -100,7 +78,7 @@ def _write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, 
     return written
 
 
-def _weights_label(args) -> str:
+def weights_label(args) -> str:
     if args.random_weights:
         return f"RANDOM (seed {args.seed}; --random-weights: the masks are not meaningful)"
     label = f"{args.checkpoint}"
@@ -109,7 +87,7 @@ def _weights_label(args) -> str:
 
 def _check_paths(args, samples) -> None:
     """Everything a typo can break, checked before a (possibly large) model is loaded."""
-    from .io import check_file
+    from s3pot.runtime.io import check_file
 
     if args.out.exists() and not args.out.is_dir():
         raise S3potInputError(f"--out '{args.out}': expected a folder, got an existing file")
@@ -121,20 +99,11 @@ def _check_paths(args, samples) -> None:
         for path, what in ((sample.image, "image"), (sample.reference, "reference"),
                            (sample.parsing, "parsing mask")):
             check_file(path, what)
-    for path, what in ((args.checkpoint, "checkpoint"), (args.adapter, "adapter")):
-        if path is not None:
-            check_file(path, what)
+    check_model_files(args)
 
 
-def cmd_segment(args) -> int:
-    """Segment occlusions on aligned faces: occlusion and visible-face masks at the input's size.
-
-    One sample with --image, --reference and --parsing, or every sample of --input-dir (the
-    authors' README layout NAME.jpg / NAME_ref.png / NAME_parsing_mask.npy, or their dataset
-    layout of one numbered folder per sample). Outputs go under --out: NAME_occlusion.png,
-    NAME_visible_face.png, NAME_prompts.json and, with --save-vis, NAME_vis.jpg.
-    """
-    from .datasets import Sample, find_samples
+def run(args) -> int:
+    from s3pot.runtime.datasets import Sample, find_samples
 
     single = [args.image, args.reference, args.parsing]
     if args.input_dir is not None and any(v is not None for v in single):
@@ -151,7 +120,7 @@ def cmd_segment(args) -> int:
     _check_paths(args, samples)
 
     pipeline = _build_pipeline(args)
-    weights = _weights_label(args)
+    weights = weights_label(args)
     log.info("%s on %s; weights: %s", args.variant, pipeline.backend.describe(), weights)
     batch = len(samples) > 1 or args.input_dir is not None
     failures = []
@@ -192,50 +161,3 @@ def _progress(items, enabled: bool):
         return items
     from tqdm import tqdm
     return tqdm(items, unit="sample", file=sys.stderr)
-
-
-def cmd_variants(args) -> int:
-    """List the backbone variants, their official checkpoint files and normalisation."""
-    from s3pot.models.registry import VARIANTS
-
-    for v in VARIANTS.values():
-        print(f"{v.name:12s} {v.checkpoint or '-':24s} {v.normalization:5s} {v.description}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="s3pot", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    seg = sub.add_parser("segment", help=cmd_segment.__doc__.splitlines()[0], description=cmd_segment.__doc__)
-    seg.add_argument("--image", type=Path, help="the face photo (JPEG/PNG)")
-    seg.add_argument("--reference", type=Path, help="the occlusion-free reference of the same face")
-    seg.add_argument("--parsing", type=Path, help="the reference's parsing labels (.npy or label PNG)")
-    seg.add_argument("--input-dir", type=Path, help="a folder of samples (either SPEC layout)")
-    seg.add_argument("--out", type=Path, required=True, help="output folder (created)")
-    seg.add_argument("--save-vis", action="store_true", help="also write an overlay with the prompts")
-    _add_model_options(seg)
-    seg.set_defaults(func=cmd_segment)
-
-    var = sub.add_parser("variants", help=cmd_variants.__doc__.splitlines()[0], description=cmd_variants.__doc__)
-    var.set_defaults(func=cmd_variants)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return args.func(args)
-    except S3potError as exc:
-        print(f"s3pot: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("s3pot: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
