@@ -14,6 +14,11 @@ from torch import nn
 
 from .common import LayerNorm2d, MLPBlock
 
+#: Ways of adding the relative-position bias, see :meth:`ImageEncoderViT.set_attention`.
+ATTENTION_MODES = ("bias", "global", "augmented")
+#: The form models are built with and graphs exported in (measured: README, export section).
+DEFAULT_ATTENTION = "bias"
+
 
 class ImageEncoderViT(nn.Module):
     """``B x 3 x img_size x img_size`` normalised pixels to ``B x out_chans x G x G`` embeddings
@@ -38,6 +43,23 @@ class ImageEncoderViT(nn.Module):
             nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
             LayerNorm2d(out_chans),
         )
+        self.set_attention(DEFAULT_ATTENTION)
+
+    def set_attention(self, mode: str) -> "ImageEncoderViT":
+        """How attention adds the relative-position bias (same function, up to rounding):
+
+        ``bias``: as SAM, a ``heads x HW x HW`` float mask per image in every block;
+        ``global``: the four global blocks fold the bias into augmented queries and keys (no
+        4096 x 4096 mask), windowed blocks keep their small 196 x 196 mask;
+        ``augmented``: every block folds it.
+        """
+        if mode not in ATTENTION_MODES:
+            raise ValueError(f"attention mode {mode!r}: expected one of {', '.join(ATTENTION_MODES)}")
+        for block in self.blocks:
+            fold = mode == "augmented" or (mode == "global" and block.window_size == 0)
+            block.attn.rel_pos_mode = "augmented" if fold else "bias"
+        self.attention_mode = mode
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x) + self.pos_embed  # B x G x G x D
@@ -114,6 +136,14 @@ def _rel_index(size: int) -> torch.Tensor:
     return coords[:, None] - coords[None, :] + (size - 1)  # size x size
 
 
+def _key_positions(size: int) -> torch.Tensor:
+    """``1 x 1 x size^2 x 2*size``: the one-hot row, then the one-hot column, of every key."""
+    eye = torch.eye(size)
+    rows = eye.repeat_interleave(size, dim=0)  # size^2 x size: key (kh, kw) -> onehot(kh)
+    cols = eye.repeat(size, 1)  # size^2 x size: onehot(kw)
+    return torch.cat([rows, cols], dim=1)[None, None]
+
+
 class Attention(nn.Module):
     """Multi-head attention with decomposed relative positions (MViTv2), SAM's names."""
 
@@ -128,23 +158,50 @@ class Attention(nn.Module):
         # Query and key grids have the same size, so SAM's interpolation never triggers and the
         # gather index is a constant.
         self.register_buffer("rel_index", _rel_index(input_size), persistent=False)
+        # One-hot row and column of every key (raster order), for the augmented form.
+        self.register_buffer("key_positions", _key_positions(input_size), persistent=False)
+        self.scale = head_dim ** -0.5
+        self.rel_pos_mode = "bias"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         heads = self.num_heads
         qkv = self.qkv(x).reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each B x heads x HW x hd
-        bias = self._rel_pos_bias(q, h, w)  # B x heads x HW x HW
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # B x heads x HW x hd
+        if self.rel_pos_mode == "augmented":
+            q, k = self._augment(q, k, h, w)  # B x heads x HW x (hd + H + W)
+            x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        else:
+            bias = self._rel_pos_bias(q, h, w)  # B x heads x HW x HW
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # B x heads x HW x hd
         x = x.permute(0, 2, 1, 3).reshape(b, h, w, c)
         return self.proj(x)
 
-    def _rel_pos_bias(self, q: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    def _rel_terms(self, q: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decomposed relative-position terms of every query: ``q . R_h[qh - kh]`` and
+        ``q . R_w[qw - kw]``, shapes ``B x heads x H x W x H(k)`` and ``B x heads x H x W x W(k)``."""
         b, heads, _, hd = q.shape
-        rh = self.rel_pos_h[self.rel_index]  # H x H x hd
-        rw = self.rel_pos_w[self.rel_index]  # W x W x hd
+        rh = self.rel_pos_h[self.rel_index]  # H x H(k) x hd
+        rw = self.rel_pos_w[self.rel_index]  # W x W(k) x hd
         r_q = q.reshape(b, heads, h, w, hd)
-        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh)  # B x heads x H x W x H(k)
-        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw)  # B x heads x H x W x W(k)
+        rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh)
+        rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw)
+        return rel_h, rel_w
+
+    def _augment(self, q: torch.Tensor, k: torch.Tensor, h: int, w: int):
+        """Fold the relative-position bias into the dot product: queries get their ``H + W``
+        bias terms appended (divided by the softmax scale), keys the one-hot of their row and
+        column, so ``q' . k' * scale = q . k * scale + rel_h[kh] + rel_w[kw]`` and attention is a
+        plain scaled dot product with no ``HW x HW`` mask."""
+        b, heads, hw, _ = q.shape
+        rel_h, rel_w = self._rel_terms(q, h, w)
+        q_aug = torch.cat([q, (rel_h / self.scale).reshape(b, heads, hw, h),
+                           (rel_w / self.scale).reshape(b, heads, hw, w)], dim=-1)
+        k_aug = torch.cat([k, self.key_positions.expand(b, heads, hw, h + w)], dim=-1)
+        return q_aug, k_aug
+
+    def _rel_pos_bias(self, q: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, heads, _, _ = q.shape
+        rel_h, rel_w = self._rel_terms(q, h, w)
         bias = rel_h[..., :, None] + rel_w[..., None, :]  # B x heads x H x W x Hk x Wk
         return bias.reshape(b, heads, h * w, h * w)

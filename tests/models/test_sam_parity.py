@@ -9,7 +9,7 @@ import torch
 
 import oracle
 from conftest import rel_l2
-from s3pot.models.image_encoder import ImageEncoderViT
+from s3pot.models.image_encoder import ATTENTION_MODES, DEFAULT_ATTENTION, ImageEncoderViT
 from s3pot.models.mask_decoder import MaskDecoder
 from s3pot.models.prompt_encoder import PromptEncoder
 from s3pot.models.registry import VARIANTS
@@ -46,13 +46,20 @@ ENCODER_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(ENCODER_CASES))
+#: Every attention form on every case, except full-size ViT-B, which runs the default form only.
+ENCODER_PARAMS = [(case, mode) for case in ENCODER_CASES for mode in ATTENTION_MODES
+                  if case != "vit_b" or mode == DEFAULT_ATTENTION]
+
+
+@pytest.mark.parametrize("case, mode", ENCODER_PARAMS)
 @torch.no_grad()
-def test_image_encoder_matches_official(case):
+def test_image_encoder_matches_official(case, mode):
+    """Every way of adding the relative-position bias (SAM's mask, or folded into augmented
+    queries and keys) computes the official encoder's function."""
     args = ENCODER_CASES[case]
     ref = _official_encoder(args).eval()
     _randomize(ref, seed=1)
-    ours = ImageEncoderViT(**args).eval()
+    ours = ImageEncoderViT(**args).eval().set_attention(mode)
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(1, 3, 1024, 1024, generator=torch.Generator().manual_seed(2))
     want = ref(x)
