@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from s3pot.kernels.errors import MissingDependencyError, S3potInputError
+from s3pot.core.errors import MissingDependencyError, S3potInputError
 
 
 class Backend(Protocol):
@@ -39,6 +39,7 @@ class Backend(Protocol):
 #: backend name -> (its module, the package it imports, the pip requirement that provides it)
 BACKENDS = {
     "torch": ("s3pot.runtime.backends.torch", "torch", "torch"),
+    "onnxruntime": ("s3pot.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime-gpu"),
 }
 
 

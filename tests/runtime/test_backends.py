@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from s3pot.kernels.errors import MissingDependencyError, S3potInputError
+from s3pot.core.errors import MissingDependencyError, S3potInputError
 from s3pot.runtime import backends
 
 
