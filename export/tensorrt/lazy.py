@@ -1,0 +1,44 @@
+"""TensorRT imported on demand, with the exact install command when it is missing.
+
+Nothing in :mod:`s3pot.export.tensorrt` imports ``tensorrt`` at module level; every function that
+needs it calls :func:`import_tensorrt`. The major version picks the build recipe
+(:mod:`.recipe`): 10.x is weakly typed, 11.x strongly typed only.
+"""
+from __future__ import annotations
+
+from s3pot.core.errors import ExportError, MissingDependencyError
+
+#: Majors whose Python API this package is written against (see shared/notes/TENSORRT.md).
+SUPPORTED_MAJORS = (10, 11)
+
+INSTALL_HINT = ("pip install 'tensorrt-cu12>=10' (CUDA 12 driver; 'tensorrt-cu13>=10' for a "
+                "CUDA 13 driver; an NVIDIA GPU and driver are needed); without it, "
+                "`s3pot build --print-commands` prints the equivalent trtexec / polygraphy commands")
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module, or :class:`MissingDependencyError` carrying the install command."""
+    try:
+        import tensorrt
+    except ImportError as exc:
+        detail = "" if exc.name == "tensorrt" else f" (importing it failed: {exc})"
+        raise MissingDependencyError(f"TensorRT is not installed{detail}: {INSTALL_HINT}") from None
+    return tensorrt
+
+
+
+def major_of(version: str) -> int:
+    """``"10.16.0.1"`` -> 10."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        raise ExportError(f"TensorRT version: expected 'MAJOR.MINOR...', got {version!r}") from None
+
+
+def tensorrt_major(trt) -> int:
+    """The major version of an imported ``tensorrt``; majors before 10 are refused."""
+    major = major_of(trt.__version__)
+    if major < SUPPORTED_MAJORS[0]:
+        raise ExportError(f"TensorRT {trt.__version__}: expected 10.x or 11.x, got {major}.x; "
+                          f"upgrade with {INSTALL_HINT.split(' (')[0]}")
+    return major
