@@ -40,6 +40,26 @@ def sha256_file(path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def read_document(path: Path, what: str, fmt: str, version: int, required, hint: str = "") -> dict:
+    """A JSON document of s3pot's (manifest, engine sidecar): parsed, its ``format``, ``version``
+    and ``required`` fields checked; every refusal names the file and ends with ``hint``."""
+    hint = f": {hint}" if hint else ""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{what} '{path}': expected JSON, could not read it ({exc}){hint}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        got = data.get("format", "no format field") if isinstance(data, dict) else type(data).__name__
+        raise ExportError(f"{what} '{path}': expected format {fmt!r}, got {got!r}{hint}")
+    if data.get("version") != version:
+        raise ExportError(f"{what} '{path}': expected version {version}, "
+                          f"got {data.get('version')!r}{hint}")
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ExportError(f"{what} '{path}': expected fields {list(required)}, missing {missing}{hint}")
+    return data
+
+
 def write_manifest(folder, manifest: dict) -> Path:
     """Write ``manifest`` (format and version added) as ``folder/manifest.json``, atomically."""
     data = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, **manifest}
@@ -57,20 +77,7 @@ def read_manifest(folder) -> dict:
     if not path.is_file():
         raise ExportError(f"export folder '{folder}': expected {MANIFEST_NAME} (written by "
                           "`s3pot export`), got none")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"manifest '{path}': expected JSON, could not read it ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        got = data.get("format", "no format field") if isinstance(data, dict) else type(data).__name__
-        raise ExportError(f"manifest '{path}': expected format {MANIFEST_FORMAT!r}, got {got!r}")
-    if data.get("version") != MANIFEST_VERSION:
-        raise ExportError(f"manifest '{path}': expected version {MANIFEST_VERSION}, "
-                          f"got {data.get('version')!r}")
-    missing = [f for f in REQUIRED_FIELDS if f not in data]
-    if missing:
-        raise ExportError(f"manifest '{path}': expected fields {list(REQUIRED_FIELDS)}, "
-                          f"missing {missing}")
+    data = read_document(path, "manifest", MANIFEST_FORMAT, MANIFEST_VERSION, REQUIRED_FIELDS)
     if data["io"] != table_json():
         raise ExportError(f"manifest '{path}': its stage IO table differs from this s3pot's "
                           "(exported by another version); export again")

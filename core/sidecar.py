@@ -27,7 +27,7 @@ from pathlib import Path
 from .atomic import write_bytes_atomic
 from .errors import ExportError
 from .io_table import get_stage
-from .manifest import PRECISIONS, sha256_file
+from .manifest import PRECISIONS, read_document, sha256_file
 
 SIDECAR_FORMAT = "s3pot-engine"
 SIDECAR_VERSION = 1
@@ -120,24 +120,12 @@ def read_sidecar(path) -> Sidecar:
     if not side.is_file():
         raise ExportError(f"engine '{engine}': expected its sidecar '{side}' (written by "
                           f"`s3pot build`), got no such file: {REBUILD} `s3pot build --model DIR`")
-    try:
-        data = json.loads(side.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(f"sidecar '{side}': expected JSON, could not read it ({exc}): "
-                          f"{REBUILD} `s3pot build --model DIR`") from None
+    data = read_document(side, "sidecar", SIDECAR_FORMAT, SIDECAR_VERSION, _FIELDS,
+                         hint=f"{REBUILD} `s3pot build --model DIR`")
     return _from_json(data, side, engine)
 
 
-def _from_json(data, side: Path, engine: Path) -> Sidecar:
-    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
-        got = data.get("format", "no format field") if isinstance(data, dict) else type(data).__name__
-        raise ExportError(f"sidecar '{side}': expected format {SIDECAR_FORMAT!r}, got {got!r}")
-    if data.get("version") != SIDECAR_VERSION:
-        raise ExportError(f"sidecar '{side}': expected version {SIDECAR_VERSION}, "
-                          f"got {data.get('version')!r}: {REBUILD} `s3pot build --model DIR`")
-    missing = [name for name in _FIELDS if name not in data]
-    if missing:
-        raise ExportError(f"sidecar '{side}': expected fields {_FIELDS}, missing {missing}")
+def _from_json(data: dict, side: Path, engine: Path) -> Sidecar:
     if data["precision"] not in PRECISIONS:
         raise ExportError(f"sidecar '{side}': precision: expected one of {list(PRECISIONS)}, "
                           f"got {data['precision']!r}")

@@ -21,18 +21,6 @@ TRT10, TRT11 = "10.16.0.1", "11.1.0.5"
 GPU = GpuInfo("Fake GPU", "9.0", "test")
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    """One export folder (fp32 + mixed-precision fp16 graphs of every stage), shared read-only."""
-    return make_export_folder(tmp_path_factory.mktemp("export") / "model")
-
-
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def install(monkeypatch, version: str, **gpu):
     fake = make_fake_tensorrt(version, **gpu)
     monkeypatch.setitem(sys.modules, "tensorrt", fake)

@@ -23,16 +23,6 @@ sys.meta_path.insert(0, Block())
 """
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return make_export_folder(tmp_path_factory.mktemp("export") / "model")
-
-
-@pytest.fixture(autouse=True)
-def cache_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-
-
 @pytest.fixture
 def no_tensorrt(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
