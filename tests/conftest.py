@@ -4,7 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 TESTS = Path(__file__).resolve().parent
@@ -42,10 +41,3 @@ def tiny_model():
     """The ``tiny`` variant with seeded random weights (shared; do not mutate)."""
     from s3pot.models import build_s3pot
     return build_s3pot("tiny", random_weights=True, seed=0)
-
-
-def rel_l2(a, b) -> float:
-    """Relative L2 error ``||a - b|| / ||b||``."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))

@@ -1,4 +1,5 @@
-"""Sample inputs for pipeline tests: real face photos with a synthetic parsing map."""
+"""Test helpers: sample inputs (real face photos with a synthetic parsing map) and the relative
+L2 error every parity test states its tolerance in."""
 from __future__ import annotations
 
 import cv2
@@ -31,3 +32,10 @@ def astronaut_sample():
     image = reference.copy()
     image[150:230, 200:300] = (30, 160, 40)  # a green "cup" over the lower face
     return image, reference, parsing
+
+
+def rel_l2(a, b) -> float:
+    """Relative L2 error ``||a - b|| / ||b||``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))

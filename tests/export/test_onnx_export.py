@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import rel_l2
+from helpers import rel_l2
 from s3pot.core.errors import ExportError
 from s3pot.core.io_table import (DECODER, ENCODER, FE, MAX_IMAGE_BATCH, NUM_POINTS, SA, STAGES,
                                  TYPICAL_POINTS)

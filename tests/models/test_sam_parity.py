@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import oracle
-from conftest import rel_l2
+from helpers import rel_l2
 from s3pot.models.image_encoder import ATTENTION_MODES, DEFAULT_ATTENTION, ImageEncoderViT
 from s3pot.models.mask_decoder import MaskDecoder
 from s3pot.models.prompt_encoder import PromptEncoder

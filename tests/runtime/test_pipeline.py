@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import rel_l2
+from helpers import rel_l2
 from helpers import astronaut_sample
 from s3pot.core.spec import face_token_mask
 from s3pot.core.errors import NoFaceTokensError, S3potInputError
