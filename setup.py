@@ -25,7 +25,7 @@ setup(
         "torch>=2.1",
         "numpy>=1.24",
         "onnx>=1.16",
-        "onnxslim>=0.1.80",  # graph simplification at export (measured against onnxsim: README)
+        "onnxsim>=0.4.36",  # graph simplification at export (measured against onnxslim: README)
         "onnxruntime-gpu>=1.18",  # falls back to the CPU provider where there is no GPU
         "opencv-python>=5.0",  # 4.x decodes truncated JPEGs with only a warning
         "numba>=0.59",
@@ -38,8 +38,8 @@ setup(
         # package __init__ (see tests/oracle.py).
         "test": ["pytest>=8", "pytest-xdist>=3", "segment-anything==1.0", "scikit-image>=0.22",
                  "polygraphy>=0.49"],
-        # Benchmarks: charts, OpenVINO beside ONNX Runtime, onnxsim beside onnxslim.
-        "bench": ["matplotlib>=3.7", "openvino>=2025.0", "onnxsim>=0.4.36"],
+        # Benchmarks: charts, OpenVINO beside ONNX Runtime, onnxslim beside onnxsim.
+        "bench": ["matplotlib>=3.7", "openvino>=2025.0", "onnxslim>=0.1.80"],
     },
     entry_points={"console_scripts": ["s3pot = s3pot.runtime.cli:main"]},
 )

@@ -23,6 +23,13 @@ def _umask() -> int:
     return mask
 
 
+def honour_umask(path) -> Path:
+    """Give a file another tool wrote (ONNX external data, a converter's output) the mode of any
+    new file, ``0666`` less the umask; some writers create theirs ``0600``."""
+    os.chmod(path, 0o666 & ~_umask())
+    return Path(path)
+
+
 def write_bytes_atomic(path, data: bytes) -> Path:
     """Write ``data`` to ``path`` (parent folders created) atomically; returns the path."""
     path = Path(path)

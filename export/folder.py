@@ -24,8 +24,9 @@ from s3pot.core.spec import resolve_context
 from s3pot.models.image_encoder import DEFAULT_ATTENTION
 
 from .fp16 import count_fp16_nodes, fp16_path, to_fp16
-from .onnx_export import (DEFAULT_SIMPLIFIER, IR_VERSION, OPSET, CHECK_SIZES, FP32_TOLERANCE,
-                          check_model, compare, export_stage, ort_session, sample_feeds, save_model)
+from .onnx_export import (CHECK_SIZES, DEFAULT_SIMPLIFIER, FP32_TOLERANCE, IR_VERSION, OPSET,
+                          check_model, compare, dynamic_sizes, export_stage, ort_session,
+                          sample_feeds, save_model)
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,9 @@ def check_request(request: ExportRequest, out: Path) -> None:
                               "in it (pass --overwrite to replace it)")
 
 
-def _versions() -> dict:
+def _versions(simplifier: str) -> dict:
     versions = {}
-    for package in ("s3pot-rt", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim",
-                    "onnxsim", "onnxconverter-common", "numpy"):
+    for package in ("s3pot-rt", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", simplifier, "numpy"):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -117,7 +117,7 @@ def export_fp16(module, stage, fp32_path: Path, *, verify: bool) -> tuple[dict, 
     if verify:
         feeds = sample_feeds(stage, "opt", sizes=CHECK_SIZES, seed=1)
         error = compare(ort_session(path), module, stage, feeds)
-        check.update(rel_l2=error, tolerance=FP16_TOLERANCE, sizes=dict(CHECK_SIZES))
+        check.update(rel_l2=error, tolerance=FP16_TOLERANCE, sizes=dynamic_sizes(stage, feeds))
         if not error <= FP16_TOLERANCE:
             raise ExportError(f"stage {stage.name!r} in FP16: relative L2 {error:.2e} against "
                               f"FP32 PyTorch, expected at most {FP16_TOLERANCE:.0e}")
@@ -166,7 +166,7 @@ def export_folder(request: ExportRequest, out, *,
             "weights": _weights_record(request), "opset": OPSET, "ir_version": IR_VERSION,
             "attention": request.attention if hasattr(model.image_encoder, "set_attention") else None,
             "simplifier": request.simplifier, "precisions": list(request.precisions),
-            "io": table_json(), "graphs": graphs, "checks": checks, "tools": _versions(),
+            "io": table_json(), "graphs": graphs, "checks": checks, "tools": _versions(request.simplifier),
             "export_seconds": seconds,
         }
         write_manifest(tmp, manifest)

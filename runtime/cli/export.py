@@ -58,7 +58,8 @@ def run(args) -> int:
         print(f"s3pot export: {message}", file=sys.stderr, flush=True)
 
     manifest = export_folder(request, args.out, progress=say)
-    total = sum(g[p]["bytes"] for g in manifest["graphs"].values() for p in g)
+    total = sum(g[p]["bytes"] + sum(d["bytes"] for d in g[p]["external_data"])
+                for g in manifest["graphs"].values() for p in g)
     print(f"exported {args.variant} ({', '.join(manifest['precisions'])}) to {args.out}: "
           f"{len(manifest['graphs'])} stages, {total / 1e6:.1f} MB")
     return 0
