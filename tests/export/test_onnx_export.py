@@ -287,3 +287,30 @@ def test_a_manifest_of_another_variant_is_refused(tiny_export):
     folder, _, _ = tiny_export
     with pytest.raises(ExportError, match="expected variant 'vit_b', got 'tiny'"):
         load_export(folder, variant="vit_b")
+
+
+def test_export_of_a_checkpoint_and_adapter_records_both_and_runs_as_trained(tmp_path):
+    """A user's export: an official-format checkpoint plus an adapter trained with the authors'
+    normalisation and face set. The manifest names both files by sha256 and carries the adapter's
+    context; the SA graph computes the adapter's weights."""
+    import torch
+
+    from s3pot.models import build_s3pot, save_adapter
+
+    source = build_s3pot("tiny", random_weights=True, seed=5)
+    checkpoint = tmp_path / "sam_tiny.pth"
+    torch.save({f"{prefix}.{k}": v for prefix, module in source.sam_modules().items()
+                for k, v in module.state_dict().items()}, checkpoint)
+    with torch.no_grad():
+        for p in source.sa.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(6)) * 0.1)
+    adapter = save_adapter(tmp_path / "adapter.pt", source, variant="tiny", normalization="unit",
+                           face_set="authors")
+    out = tmp_path / "model"
+    manifest = export_folder(ExportRequest(variant="tiny", checkpoint=checkpoint, adapter=adapter,
+                                           stages=(SA.name,)), out)
+    assert manifest["weights"] == {
+        "kind": "checkpoint", "checkpoint": {"name": "sam_tiny.pth", "sha256": sha256_file(checkpoint)},
+        "adapter": {"name": "adapter.pt", "sha256": sha256_file(adapter)}}
+    assert (manifest["normalization"], manifest["face_set"]) == ("unit", [1, 2, 3, 5, 6, 9, 10])
+    assert _stage_parity(out, source, SA, {NUM_POINTS.name: 37}) < FP32_TOL
