@@ -88,7 +88,11 @@ def graph_entry(manifest: dict, stage: str, precision: str = "fp32") -> dict:
     """The manifest's record of one graph, or a clear error naming what the folder lacks."""
     if stage not in STAGES:
         raise ExportError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
-    graphs = manifest["graphs"].get(stage, {})
+    if stage not in manifest["graphs"]:
+        raise ExportError(f"export: expected a graph of stage {stage!r}, got only stages "
+                          f"{sorted(manifest['graphs']) or 'none'} (exported with --stages; "
+                          "export all four)")
+    graphs = manifest["graphs"][stage]
     if precision not in graphs:
         raise ExportError(f"export: expected a {precision} graph of stage {stage!r}, got only "
                           f"{sorted(graphs) or 'none'} (export with --precision {precision})")

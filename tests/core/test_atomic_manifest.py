@@ -88,6 +88,8 @@ def test_altered_and_missing_files_are_named(tmp_path):
         verify_graph(folder, manifest, "encoder")
     with pytest.raises(ExportError, match=r"expected a fp16 graph of stage 'encoder', got only \['fp32'\]"):
         graph_entry(manifest, "encoder", "fp16")
+    with pytest.raises(ExportError, match=r"expected a graph of stage 'sa', got only stages \['encoder'\]"):
+        graph_entry(manifest, "sa")
 
 
 @pytest.mark.parametrize("edit, message", [
