@@ -65,6 +65,10 @@ def check_request(request: ExportRequest, out: Path) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise S3potInputError(f"--out '{out}': expected a folder, got an existing file")
+    existing = next(parent for parent in out.parents if parent.exists())
+    if not existing.is_dir():
+        raise S3potInputError(f"--out '{out}': expected a folder path, got '{existing}', an "
+                              "existing file, on the way")
     if out.is_dir() and any(out.iterdir()) and not request.overwrite:
         raise S3potInputError(f"--out '{out}': expected a new or empty folder, got one with files "
                               "in it (pass --overwrite to replace it)")

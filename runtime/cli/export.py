@@ -57,7 +57,11 @@ def run(args) -> int:
     def say(message: str) -> None:
         print(f"s3pot export: {message}", file=sys.stderr, flush=True)
 
-    manifest = export_folder(request, args.out, progress=say)
+    try:
+        manifest = export_folder(request, args.out, progress=say)
+    except OSError as exc:  # no space, no permission, a file where a folder should be
+        from s3pot.core.errors import S3potInputError
+        raise S3potInputError(f"--out '{args.out}': could not write the export ({exc})") from None
     total = sum(g[p]["bytes"] + sum(d["bytes"] for d in g[p]["external_data"])
                 for g in manifest["graphs"].values() for p in g)
     print(f"exported {args.variant} ({', '.join(manifest['precisions'])}) to {args.out}: "

@@ -266,6 +266,17 @@ def test_cli_export_writes_four_graphs_and_refuses_to_clobber(tiny_export, capsy
     assert sha256_file(folder / "manifest.json") == before
 
 
+def test_cli_export_into_an_impossible_folder_is_one_line(tmp_path, capsys):
+    from s3pot.runtime.cli import main
+
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "model"
+    assert main(["export", "--variant", "tiny", "--random-weights", "--stages", "sa",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "an existing file, on the way" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--variant", "tiny"], "expected a SAM checkpoint (--checkpoint) or an explicit --random-weights"),
     (["--variant", "tiny", "--checkpoint", "missing.pth"], "checkpoint 'missing.pth': expected an existing file"),
