@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -22,6 +24,9 @@ from s3pot.core.errors import CheckpointError, S3potInputError
 from s3pot.core.spec import NORMALIZATIONS, resolve_face_set
 
 log = logging.getLogger(__name__)
+
+#: Terminal colour codes, which torch puts into some of its messages.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 ADAPTER_FORMAT = "s3pot-adapter"
 ADAPTER_VERSION = 1
@@ -35,10 +40,15 @@ def read_state_dict(path, what: str = "checkpoint") -> dict:
                               f"{'a directory' if path.is_dir() else 'no such file'}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or pickled files
+    except pickle.UnpicklingError:  # what weights_only=True raises for pickled Python objects
+        raise CheckpointError(
+            f"{what} '{path}': expected a state dict of tensors, got a file holding pickled "
+            "Python objects, which is not loaded (loading it would run code from the file)") from None
+    except Exception as exc:  # torch raises several types for corrupt files
+        detail = _ANSI.sub("", str(exc).splitlines()[0]) if str(exc) else "no detail"
         raise CheckpointError(
             f"{what} '{path}': expected a PyTorch state dict saved with torch.save, could not read "
-            f"it ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
+            f"it ({type(exc).__name__}: {detail.strip()})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{what} '{path}': expected a dict, got {type(data).__name__}")
     return data

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from s3pot.core.errors import NoFaceTokensError, S3potInputError
-from s3pot.core.spec import (IMAGE_SIZE, LOW_RES_SIZE, NORMALIZATIONS, PAPER_FACE_SET,
+from s3pot.core.spec import (GRID_SIZE, IMAGE_SIZE, LOW_RES_SIZE, NORMALIZATIONS, PAPER_FACE_SET,
                                 PARSING_LABELS, face_token_mask, resolve_face_set)
 
 from .io import check_parsing, load_image, load_parsing
@@ -133,6 +133,27 @@ def _same_frame(labels_hw: tuple[int, int], reference_hw: tuple[int, int]) -> bo
     return abs((hl / wl) / (hr / wr) - 1) <= ASPECT_TOLERANCE
 
 
+#: Smallest image side: one pixel per token of the 64 x 64 grid.
+MIN_SIDE = GRID_SIZE
+
+
+def check_pair(image: np.ndarray, reference: np.ndarray, image_name: str = "image",
+               reference_name: str = "reference") -> None:
+    """The image and its reference are compared token by token after both are resized to 1024 x
+    1024, so they must show the same frame: the same aspect ratio (within ``ASPECT_TOLERANCE``;
+    the resolutions may differ) and at least ``MIN_SIDE`` pixels a side."""
+    for rgb, name in ((image, image_name), (reference, reference_name)):
+        if min(rgb.shape[:2]) < MIN_SIDE:
+            raise S3potInputError(f"{name}: expected at least {MIN_SIDE} x {MIN_SIDE} pixels (one "
+                                  f"per token of the {GRID_SIZE} x {GRID_SIZE} grid), got "
+                                  f"{rgb.shape[1]} x {rgb.shape[0]}")
+    if not _same_frame(image.shape[:2], reference.shape[:2]):
+        raise S3potInputError(
+            f"{image_name} and {reference_name}: expected the same aspect ratio (the same aligned "
+            f"face; resolutions may differ), got {image.shape[1]} x {image.shape[0]} and "
+            f"{reference.shape[1]} x {reference.shape[0]}")
+
+
 def prepare_inputs(image: ImageSource, reference: ImageSource, parsing: ImageSource, *,
                    normalization: str = "sam", face_set=PAPER_FACE_SET) -> Prepared:
     """Load (when given paths), check, resize and normalise one sample.
@@ -144,8 +165,9 @@ def prepare_inputs(image: ImageSource, reference: ImageSource, parsing: ImageSou
     """
     face_set = resolve_face_set(face_set)
     _mean_std(normalization)  # fail on a bad name before any decoding work
-    image, _ = _load(image, "image")
+    image, image_name = _load(image, "image")
     reference, reference_name = _load(reference, "reference")
+    check_pair(image, reference, image_name, reference_name)
     if isinstance(parsing, np.ndarray):
         parsing_name = "parsing mask"
         labels = check_parsing(parsing, parsing_name)

@@ -91,8 +91,11 @@ class Evil:
 def test_pickled_object_checkpoint_is_refused(tmp_path):
     path = tmp_path / "pickled.pth"
     torch.save({"x": Evil()}, path)
-    with pytest.raises(CheckpointError, match="pickled.pth"):
+    with pytest.raises(CheckpointError, match="pickled.pth") as info:
         build_s3pot("tiny", checkpoint=path)
+    message = str(info.value)
+    assert "pickled Python objects" in message and "\n" not in message
+    assert "\x1b" not in message and "weights_only=False" not in message  # no advice to unpickle
 
 
 def test_missing_checkpoint_and_weights_policy(tmp_path):

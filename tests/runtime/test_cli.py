@@ -175,3 +175,10 @@ def test_directory_mode_goes_on_past_a_bad_sample(files, tmp_path, capsys):
     assert "1 of 2 samples" in captured.out
     assert "s3pot: error: sample noface:" in captured.err
     assert (out / "good_occlusion.png").is_file() and not (out / "noface_occlusion.png").exists()
+
+
+def test_an_image_of_another_frame_than_its_reference_is_refused(files, tmp_path, capsys):
+    """A 1 x 1 image against a 512 x 512 reference ran and exited 0; now one line, exit 2."""
+    tiny = tmp_path / "one_pixel.png"
+    cv2.imwrite(str(tiny), np.zeros((1, 1, 3), np.uint8))
+    _user_error(_replace_input(files, 1, tiny), tmp_path, capsys, "expected at least 64 x 64 pixels")

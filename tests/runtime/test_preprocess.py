@@ -164,3 +164,24 @@ def test_points_to_input_maps_token_centres():
     assert np.allclose(pp.points_to_input(centres, (1024, 1024)), centres)
     # 512 wide: pixel centre 8 of 1024 lies at 3.75 of 512 (half-pixel centres, like the resize)
     assert np.allclose(pp.points_to_input(centres, (2048, 512)), [[3.75, 16.5], [507.75, 1040.5]])
+
+
+@pytest.mark.parametrize("image_hw, reference_hw, match", [
+    ((1, 1), (512, 512), "image: expected at least 64 x 64 pixels .* got 1 x 1"),
+    ((512, 512), (40, 40), "reference: expected at least 64 x 64 pixels"),
+    ((400, 512), (512, 512), "expected the same aspect ratio .* got 512 x 400 and 512 x 512"),
+])
+def test_image_and_reference_must_show_the_same_frame(image_hw, reference_hw, match):
+    """They are compared token by token after the resize to 1024 x 1024."""
+    image = np.zeros((*image_hw, 3), np.uint8)
+    reference = np.zeros((*reference_hw, 3), np.uint8)
+    parsing = np.full(reference_hw, 6, np.uint8)
+    with pytest.raises(S3potInputError, match=match):
+        pp.prepare_inputs(image, reference, parsing)
+
+
+def test_image_and_reference_may_differ_in_resolution():
+    image = np.zeros((256, 256, 3), np.uint8)
+    reference = np.zeros((1024, 1024, 3), np.uint8)
+    prepared = pp.prepare_inputs(image, reference, np.full((512, 512), 6, np.uint8))
+    assert prepared.input_size == (256, 256)  # outputs at the image's size
