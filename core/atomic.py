@@ -46,6 +46,22 @@ def write_bytes_atomic(path, data: bytes) -> Path:
     return path
 
 
+def check_output_folder(path, *, overwrite: bool = False, what: str = "output folder") -> Path:
+    """``path`` can become a new folder: no file there or on the way to it, and empty unless
+    ``overwrite``. ``what`` names it in the error (an option such as ``--out``)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise S3potInputError(f"{what} '{path}': expected a folder, got an existing file")
+    existing = next(parent for parent in path.parents if parent.exists())
+    if not existing.is_dir():
+        raise S3potInputError(f"{what} '{path}': expected a folder path, got '{existing}', an "
+                              "existing file, on the way")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise S3potInputError(f"{what} '{path}': expected a new or empty folder, got one with "
+                              "files in it (pass --overwrite to replace it)")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_directory(path, *, overwrite: bool = False):
     """Fill a folder under a temporary name beside ``path`` and move it into place on success.
@@ -54,12 +70,7 @@ def atomic_directory(path, *, overwrite: bool = False):
     An existing non-empty ``path`` is refused unless ``overwrite``; then it is replaced only once
     the new folder is complete.
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise S3potInputError(f"output folder '{path}': expected a folder, got an existing file")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise S3potInputError(f"output folder '{path}': expected a new or empty folder, got one "
-                              "with files in it (pass --overwrite to replace it)")
+    path = check_output_folder(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:

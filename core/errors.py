@@ -22,6 +22,18 @@ class MissingDependencyError(S3potError, ImportError):
     """An optional dependency is not installed; the message carries the install command."""
 
 
+def require(module: str, install: str):
+    """Import ``module`` or fail with the exact install command."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{module} is needed here but not importable ({exc}); install it with: pip install {install}"
+        ) from None
+
+
 class ExportError(S3potInputError):
     """An export folder or engine that cannot be used: missing or altered files, a manifest of
     another model, an engine built by another TensorRT version or on another GPU."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from s3pot.core.atomic import atomic_directory
+from s3pot.core.atomic import atomic_directory, check_output_folder
 from s3pot.core.errors import ExportError, S3potInputError
 from s3pot.core.io_table import STAGES, table_json
 from s3pot.core.manifest import PRECISIONS, sha256_file, write_manifest
@@ -62,16 +62,7 @@ def check_request(request: ExportRequest, out: Path) -> None:
     unknown = [s for s in request.stages if s not in STAGES]
     if unknown:
         raise S3potInputError(f"stages {unknown}: expected some of {', '.join(STAGES)}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise S3potInputError(f"--out '{out}': expected a folder, got an existing file")
-    existing = next(parent for parent in out.parents if parent.exists())
-    if not existing.is_dir():
-        raise S3potInputError(f"--out '{out}': expected a folder path, got '{existing}', an "
-                              "existing file, on the way")
-    if out.is_dir() and any(out.iterdir()) and not request.overwrite:
-        raise S3potInputError(f"--out '{out}': expected a new or empty folder, got one with files "
-                              "in it (pass --overwrite to replace it)")
+    check_output_folder(out, overwrite=request.overwrite, what="--out")
 
 
 def _versions(simplifier: str) -> dict:
@@ -140,8 +131,9 @@ def export_folder(request: ExportRequest, out, *,
     started = time.perf_counter()
     model = build_s3pot(request.variant, checkpoint=request.checkpoint, adapter=request.adapter,
                         random_weights=request.random_weights, seed=request.seed)
-    if hasattr(model.image_encoder, "set_attention"):
-        model.image_encoder.set_attention(request.attention)
+    attention = request.attention if hasattr(model.image_encoder, "set_attention") else None
+    if attention is not None:  # TinyViT has windowed attention with a small bias table only
+        model.image_encoder.set_attention(attention)
     normalization, face_set = resolve_context(request.normalization, request.face_set,
                                               model.trained_context, variant.normalization)
     say(f"built {request.variant} ({'random weights' if request.random_weights else request.checkpoint}) "
@@ -168,7 +160,7 @@ def export_folder(request: ExportRequest, out, *,
         manifest = {
             "variant": request.variant, "normalization": normalization, "face_set": list(face_set),
             "weights": _weights_record(request), "opset": OPSET, "ir_version": IR_VERSION,
-            "attention": request.attention if hasattr(model.image_encoder, "set_attention") else None,
+            "attention": attention,
             "simplifier": request.simplifier, "precisions": list(request.precisions),
             "io": table_json(), "graphs": graphs, "checks": checks, "tools": _versions(request.simplifier),
             "export_seconds": seconds,

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from s3pot.core.atomic import honour_umask
-from s3pot.core.errors import ExportError, MissingDependencyError
+from s3pot.core.errors import ExportError, require
 from s3pot.core.io_table import INITIAL_POINT, POINT_COORDS, POINT_LABELS, Dim, StageIO, get_stage
 from s3pot.core.spec import LABEL_NEGATIVE, LABEL_POSITIVE, TOKEN_CENTERS
 
@@ -93,15 +93,6 @@ def dynamic_sizes(stage: StageIO, feeds: dict) -> dict:
             for axis, dim in enumerate(spec.shape) if isinstance(dim, Dim)}
 
 
-def _require(module: str, install: str):
-    import importlib
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise MissingDependencyError(f"{module} is needed to export; install it with: "
-                                     f"pip install {install}") from None
-
-
 def _trace(module, stage: StageIO, feeds: dict, path: Path, opset: int) -> None:
     import torch
 
@@ -119,10 +110,10 @@ def simplify(model, tool: str = DEFAULT_SIMPLIFIER):
     if tool == "none":
         return model
     if tool == "onnxslim":
-        onnxslim = _require("onnxslim", "onnxslim")
+        onnxslim = require("onnxslim", "onnxslim")
         return onnxslim.slim(model)
     if tool == "onnxsim":
-        onnxsim = _require("onnxsim", "onnxsim")
+        onnxsim = require("onnxsim", "onnxsim")
         with contextlib.redirect_stdout(io.StringIO()) as said:  # its notes go to the log
             simplified, ok = onnxsim.simplify(model)
         if said.getvalue().strip():
@@ -198,15 +189,13 @@ def check_model(path: Path) -> None:
 
 
 def ort_session(path: Path, threads: int = 0):
-    """A CPU ONNX Runtime session for checking a graph (memory pattern off: it reserves the peak
-    of every run again and held several GB on the encoder for no speed)."""
+    """A CPU ONNX Runtime session for checking a graph, set up as the runtime's ONNX Runtime
+    backend sets up its own, so a graph is checked the way it will run."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.enable_mem_pattern = False
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from s3pot.runtime.backends.onnxruntime.runner import CPU, session_options
+
+    return ort.InferenceSession(str(path), session_options(threads), providers=[CPU])
 
 
 def run_torch(module, stage: StageIO, feeds: dict) -> list[np.ndarray]:
@@ -218,6 +207,7 @@ def run_torch(module, stage: StageIO, feeds: dict) -> list[np.ndarray]:
 
 
 def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
+    """Relative L2 error ``||got - want|| / ||want||``, in float64."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 

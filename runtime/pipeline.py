@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from s3pot.kernels import initial_prompt, select_prompts
-from s3pot.core.errors import S3potInputError
 from s3pot.core.spec import TOKEN_CENTERS, prompt_points, resolve_context
 
 from .preprocess import Prepared, points_to_input, postprocess_logits, prepare_inputs, resize_nearest

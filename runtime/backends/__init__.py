@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from s3pot.core.errors import MissingDependencyError, S3potInputError
+from s3pot.core.errors import S3potInputError, require
 
 
 class Backend(Protocol):
@@ -41,16 +41,6 @@ BACKENDS = {
     "torch": ("s3pot.runtime.backends.torch", "torch", "torch"),
     "onnxruntime": ("s3pot.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime-gpu"),
 }
-
-
-def require(module: str, install: str):
-    """Import ``module`` or fail with the exact install command."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"{module} is needed here but not importable ({exc}); install it with: pip install {install}"
-        ) from None
 
 
 def load_backend_module(name: str):

@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from s3pot.export.folder import ExportRequest, check_request, export_folder
+    from s3pot.export.folder import ExportRequest, export_folder
 
     request = ExportRequest(
         variant=args.variant, checkpoint=args.checkpoint, adapter=args.adapter,
@@ -47,12 +47,7 @@ def run(args) -> int:
         face_set=parse_face_set(args.face_set), precisions=tuple(dict.fromkeys(["fp32", *args.precision])),
         attention=args.attention, simplifier=args.simplifier,
         verify=not args.no_verify, overwrite=args.overwrite, stages=tuple(args.stages))
-    check_request(request, args.out)
-    check_model_files(args)
-    if request.random_weights is False and request.checkpoint is None:
-        from s3pot.core.errors import S3potInputError
-        raise S3potInputError("weights: expected a SAM checkpoint (--checkpoint) or an explicit "
-                              "--random-weights, got neither")
+    check_model_files(args)  # export_folder checks the rest before it builds the model
 
     def say(message: str) -> None:
         print(f"s3pot export: {message}", file=sys.stderr, flush=True)

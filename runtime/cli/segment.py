@@ -78,13 +78,6 @@ def _write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, 
     return written
 
 
-def weights_label(args) -> str:
-    if args.random_weights:
-        return f"RANDOM (seed {args.seed}; --random-weights: the masks are not meaningful)"
-    label = f"{args.checkpoint}"
-    return label + (f" + adapter {args.adapter}" if args.adapter else " (no adapter: SA untrained)")
-
-
 def _check_paths(args, samples) -> None:
     """Everything a typo can break, checked before a (possibly large) model is loaded."""
     from s3pot.runtime.io import check_file

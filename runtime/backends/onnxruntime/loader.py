@@ -34,10 +34,6 @@ class ExportFolder:
                 "face_set": tuple(self.manifest["face_set"]),
                 "source": f"export '{self.folder}' ({self.variant})"}
 
-    @property
-    def random_weights(self) -> bool:
-        return self.manifest["weights"]["kind"] == "random"
-
 
 def load_export(folder, *, precision: str = "fp32", variant: str | None = None) -> ExportFolder:
     """Read and verify the export in ``folder``; ``variant``, when given, must be the manifest's."""
