@@ -41,8 +41,12 @@ SPARSE_PROMPTS = "sparse_prompts"
 LOW_RES_LOGITS = "low_res_logits"
 
 # -- dynamic axes -----------------------------------------------------------------------------
-#: Largest image batch an export or engine accepts: one image and its reference.
-MAX_IMAGE_BATCH = 2
+#: The encoder's usual batch: one image and its reference.
+PAIR_BATCH = 2
+#: Largest image batch an export or engine accepts: four faces of one frame with their
+#: references, or eight faces whose references are cached (``Pipeline.segment_batch``). TensorRT
+#: sizes its activation memory for this maximum.
+MAX_IMAGE_BATCH = 8
 #: Face tokens of the aligned test face (``tests/data/obama_face``, paper face set): the prompt
 #: count TensorRT tunes its kernels for (a test recomputes it from that sample).
 TYPICAL_POINTS = 1478
@@ -65,7 +69,9 @@ class Dim:
         return self.min <= size <= self.max
 
 
-IMAGE_BATCH = Dim("batch", 1, MAX_IMAGE_BATCH, MAX_IMAGE_BATCH)
+IMAGE_BATCH = Dim("batch", 1, PAIR_BATCH, MAX_IMAGE_BATCH)
+#: FE runs per face: its image and reference (prompt selection needs the pair, not more).
+PAIR = Dim("pair", 1, PAIR_BATCH, PAIR_BATCH)
 NUM_POINTS = Dim("num_points", 1, TYPICAL_POINTS, NUM_TOKENS)
 NUM_PROMPTS = NUM_POINTS.plus(1)  # the points and SAM's padding point
 
@@ -199,10 +205,10 @@ ENCODER = StageIO(
     doc="SPEC stage 1: SAM's image encoder with its neck")
 FE = StageIO(
     "fe",
-    inputs=(_embeddings(IMAGE_BATCH),
-            TensorSpec(INITIAL_POINT, "float32", (IMAGE_BATCH, 1, 2),
+    inputs=(_embeddings(PAIR),
+            TensorSpec(INITIAL_POINT, "float32", (PAIR, 1, 2),
                        "the initial prompt's pixel (x, y), a positive point")),
-    outputs=(TensorSpec(ENHANCED_TOKENS, "float32", (IMAGE_BATCH, NUM_TOKENS, PROMPT_DIM),
+    outputs=(TensorSpec(ENHANCED_TOKENS, "float32", (PAIR, NUM_TOKENS, PROMPT_DIM),
                         "image tokens after SAM's two-way transformer, raster order"),),
     doc="SPEC stage 3: feature enhancement")
 SA = StageIO(

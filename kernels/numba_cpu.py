@@ -78,6 +78,17 @@ if _fallback:
     logger.info("package folder is read-only; caching Numba kernels in %s", _fallback)
     numba.config.CACHE_DIR = _fallback
 
+
+
+def cache_is_warm() -> bool:
+    """Whether this machine has compiled these kernels before (Numba's cache index is there), so
+    the first selection will not stop to compile them."""
+    folders = [Path(__file__).parent / "__pycache__"]
+    if numba.config.CACHE_DIR:
+        folders += list(Path(numba.config.CACHE_DIR).glob("**/"))
+    return any(any(folder.glob(f"{Path(__file__).stem}.*.nbi")) for folder in folders)
+
+
 #: Candidates each row keeps from the first pass.
 INITIAL_CANDIDATES = 4
 #: Candidates a row gets the first time it runs out (among the columns then free). The second

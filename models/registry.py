@@ -1,7 +1,9 @@
 """Variants of S3POT's SAM backbone: per-variant config and one builder.
 
 Each public variant passes only what differs by size (the segment-anything registry's pattern);
-unknown names fail loudly and list the valid ones (timm's).
+unknown names fail loudly and list the valid ones (timm's). The configs are plain Python and
+torch is imported only by the builders, so the CLI lists variants on machines that run only
+exported graphs.
 """
 from __future__ import annotations
 
@@ -9,7 +11,22 @@ from dataclasses import dataclass, field
 
 from s3pot.core.errors import S3potInputError
 
-from .tiny_vit import MOBILE_SAM_CONFIG, TINY_CONFIG
+
+#: MobileSAM's encoder settings (``build_sam_vit_t``); they are also the constructor's defaults.
+MOBILE_SAM_CONFIG = dict(
+    embed_dims=(64, 128, 160, 320),
+    depths=(2, 2, 6, 2),
+    num_heads=(2, 4, 5, 10),
+    window_sizes=(7, 7, 14, 7),
+)
+#: A small random-weight config for CPU tests: same 1024 input, same 64x64 output grid, same
+#: window sizes (so every padding path runs), one block per stage.
+TINY_CONFIG = dict(
+    embed_dims=(16, 32, 40, 64),
+    depths=(1, 1, 1, 1),
+    num_heads=(1, 2, 2, 4),
+    window_sizes=(7, 7, 14, 7),
+)
 
 
 @dataclass(frozen=True)

@@ -42,22 +42,8 @@ from s3pot.core.errors import S3potInputError
 from s3pot.core.spec import IMAGE_SIZE, PROMPT_DIM
 
 from .common import LayerNorm2d
+from .registry import MOBILE_SAM_CONFIG, TINY_CONFIG  # noqa: F401 (re-exported)
 
-#: MobileSAM's encoder settings (``build_sam_vit_t``); they are also the constructor's defaults.
-MOBILE_SAM_CONFIG = dict(
-    embed_dims=(64, 128, 160, 320),
-    depths=(2, 2, 6, 2),
-    num_heads=(2, 4, 5, 10),
-    window_sizes=(7, 7, 14, 7),
-)
-#: A small random-weight config for CPU tests: same 1024 input, same 64x64 output grid, same
-#: window sizes (so every padding path runs), one block per stage.
-TINY_CONFIG = dict(
-    embed_dims=(16, 32, 40, 64),
-    depths=(1, 1, 1, 1),
-    num_heads=(1, 2, 2, 4),
-    window_sizes=(7, 7, 14, 7),
-)
 #: Checkpoint keys of the ImageNet classifier head (``num_classes=1000``): loaded, never used.
 UNUSED_CHECKPOINT_KEYS = ("norm_head.weight", "norm_head.bias", "head.weight", "head.bias")
 

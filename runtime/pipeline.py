@@ -6,19 +6,22 @@ does not know which backend it drives.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from s3pot.kernels import initial_prompt, select_prompts
+from s3pot.kernels import initial_prompt
+from s3pot.core.io_table import MAX_IMAGE_BATCH
 from s3pot.core.spec import TOKEN_CENTERS, prompt_points, resolve_context
 
 from .preprocess import Prepared, points_to_input, postprocess_logits, prepare_inputs, resize_nearest
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -40,55 +43,184 @@ class Segmentation:
         return points_to_input(TOKEN_CENTERS[np.asarray(tokens, dtype=np.int64)], self.input_size)
 
 
+@dataclass
+class PipelineStats:
+    """Counters over a pipeline's life (what the reference cache saves is counted, not timed)."""
+
+    samples: int = 0
+    images_encoded: int = 0  # encoder batch items that were face images
+    references_encoded: int = 0  # encoder batch items that were references
+    reference_cache_hits: int = 0
+    encoder_calls: int = 0
+
+
+class ReferenceCache:
+    """Reference embeddings ``Z_r`` (``256 x 64 x 64``) keyed by the reference's normalised
+    pixels, least recently used first out. A reference that stays fixed over many frames (a video
+    of one person) is then encoded once. Thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(pixels: np.ndarray) -> str:
+        """Content key of one normalised reference, ``3 x 1024 x 1024`` float32."""
+        return hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 class Pipeline:
-    """Segments occlusions on aligned faces with one backend.
+    """Segments occlusions on aligned faces with one backend runner.
 
     Args:
-        backend: an object with the stage methods of :mod:`s3pot.runtime.backends`; its
-            ``trained_context`` (what a loaded adapter was trained with) fixes the defaults below.
-        normalization: pixel normalisation (``sam`` or ``unit``); default: the adapter's, else
-            the backend's ``default_normalization`` (``sam``).
+        runner: a :class:`~s3pot.runtime.backends.Runner` (activated here if it is not yet); its
+            ``context`` (the adapter's or the export manifest's normalisation and face set)
+            fixes the defaults below.
+        normalization: pixel normalisation (``sam`` or ``unit``); default: the model's.
         face_set: parsing labels counted as face (``paper``, ``authors`` or label ids); default:
-            the adapter's, else ``paper``. Contradicting the adapter is an error.
+            the model's, else ``paper``. Contradicting what the model was made with is an error.
         selector: prompt-selection kernel (``auto``, ``numba``, ``reference``, ``cuda``).
+        reference_cache: how many reference embeddings to keep (0: none), see
+            :class:`ReferenceCache`.
+
+    Thread safety: :meth:`segment` and :meth:`segment_batch` may be called from several threads
+    on one pipeline. Runners that are not thread-safe themselves (TensorRT, torch with CUDA
+    graphs: one stream, one set of buffers) are run one sample batch at a time.
     """
 
-    def __init__(self, backend, *, normalization: str | None = None, face_set=None,
-                 selector: str = "auto") -> None:
-        self.backend = backend
+    def __init__(self, runner, *, normalization: str | None = None, face_set=None,
+                 selector: str = "auto", reference_cache: int = 4) -> None:
+        from s3pot.kernels.selection import resolve_backend
+
+        self.runner = runner
+        context = runner.context
         self.normalization, self.face_set = resolve_context(
-            normalization, face_set, getattr(backend, "trained_context", None),
-            getattr(backend, "default_normalization", "sam"))
+            normalization, face_set, context.trained, context.normalization)
+        resolve_backend(selector)  # an unknown selector fails here, not on the first sample
         self.selector = selector
+        self.references = ReferenceCache(reference_cache)
+        self.stats = PipelineStats()
+        self._stats_lock = threading.Lock()
+        self._run_lock = threading.Lock() if not runner.thread_safe else None
+        runner.activate()
+
+    @property
+    def backend(self):  # the name the CLI and older code use
+        return self.runner
+
+    def close(self) -> None:
+        """Release the runner's sessions, engines and buffers."""
+        self.runner.deactivate()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+    def prepare(self, image, reference, parsing) -> Prepared:
+        """Decode and check one sample (see :func:`~.preprocess.prepare_inputs`)."""
+        return prepare_inputs(image, reference, parsing, normalization=self.normalization,
+                              face_set=self.face_set)
 
     def segment(self, image, reference, parsing) -> Segmentation:
         """Segment one sample; ``image``/``reference`` are RGB arrays or files, ``parsing`` the
         reference's label array or file (see :func:`~.preprocess.prepare_inputs`)."""
+        return self.segment_batch([(image, reference, parsing)])[0]
+
+    def segment_batch(self, samples) -> list[Segmentation]:
+        """Segment several faces (of one frame, say): ``samples`` is a sequence of
+        ``(image, reference, parsing)``. The images (and the references not cached) go through
+        the encoder together, in batches of up to the encoder's maximum batch; results equal
+        separate :meth:`segment` calls. Per-sample ``timings["encoder"]`` is the batch's
+        encoder time shared equally."""
         start = time.perf_counter()
-        prepared = prepare_inputs(image, reference, parsing, normalization=self.normalization,
-                                  face_set=self.face_set)
-        timings = {"preprocess": time.perf_counter() - start}
-        return self.run(prepared, timings)
+        prepared = [self.prepare(*sample) for sample in samples]
+        preprocess = (time.perf_counter() - start) / max(1, len(prepared))
+        return self.run_batch(prepared, [{"preprocess": preprocess} for _ in prepared])
 
     def run(self, prepared: Prepared, timings: dict | None = None) -> Segmentation:
         """Stages 1-7 on an already prepared sample."""
-        timings = {} if timings is None else timings
+        return self.run_batch([prepared], [timings if timings is not None else {}])[0]
+
+    def run_batch(self, prepared: list[Prepared], timings: list[dict] | None = None) -> list[Segmentation]:
+        """Stages 1-7 on already prepared samples."""
+        timings = timings or [{} for _ in prepared]
+        if self._run_lock is None:
+            return self._run_batch(prepared, timings)
+        with self._run_lock:
+            return self._run_batch(prepared, timings)
+
+    def _run_batch(self, prepared: list[Prepared], timings: list[dict]) -> list[Segmentation]:
+        start = time.perf_counter()
+        embeddings = self._encode(prepared)  # per sample: 2 x 256 x 64 x 64, Z and Z_r
+        encoder = (time.perf_counter() - start) / max(1, len(prepared))
+        results = []
+        for sample, z, sample_timings in zip(prepared, embeddings, timings):
+            sample_timings["encoder"] = encoder
+            results.append(self._segment_encoded(sample, z, sample_timings))
+        with self._stats_lock:
+            self.stats.samples += len(prepared)
+        return results
+
+    def _encode(self, prepared: list[Prepared]) -> list[np.ndarray]:
+        """Z and Z_r of every sample: images always, references unless cached (each distinct
+        reference once), in encoder batches of at most ``MAX_IMAGE_BATCH``."""
+        keys = [ReferenceCache.key(p.pixels[1]) for p in prepared]
+        references = {key: self.references.get(key) for key in dict.fromkeys(keys)}
+        hits = sum(1 for key in keys if references[key] is not None)
+        items = [p.pixels[0] for p in prepared]  # 3 x 1024 x 1024 each
+        missing = [key for key, z in references.items() if z is None]
+        first_missing = {key: keys.index(key) for key in missing}
+        items += [prepared[first_missing[key]].pixels[1] for key in missing]
+        encoded = []
+        for begin in range(0, len(items), MAX_IMAGE_BATCH):
+            batch = np.stack(items[begin:begin + MAX_IMAGE_BATCH])  # B x 3 x 1024 x 1024
+            encoded.extend(self.runner.encode(batch))  # B x 256 x 64 x 64
+        images, new = encoded[:len(prepared)], encoded[len(prepared):]
+        for key, z in zip(missing, new):
+            references[key] = z
+            self.references.put(key, z)
+        with self._stats_lock:
+            self.stats.images_encoded += len(prepared)
+            self.stats.references_encoded += len(missing)
+            self.stats.reference_cache_hits += hits
+            self.stats.encoder_calls += -(-len(items) // MAX_IMAGE_BATCH)
+        return [np.stack([z, references[key]]) for z, key in zip(images, keys)]
+
+    def _segment_encoded(self, prepared: Prepared, z: np.ndarray, timings: dict) -> Segmentation:
+        """Stages 2-7 of one sample whose ``z`` (``2 x 256 x 64 x 64``) is known."""
         clock = _Clock(timings)
-        with clock("encoder"):
-            z = self.backend.encode(prepared.pixels)  # 2 x 256 x 64 x 64: Z, Z_r
         with clock("initial_prompt"):
             token = initial_prompt(z[0], z[1], prepared.face_mask)
             point = np.repeat(TOKEN_CENTERS[token].reshape(1, 1, 2), 2, axis=0)  # 2 x 1 x 2
-        with clock("fe"):
-            enhanced = self.backend.enhance(z, point)  # 2 x 4096 x 256: Z_e, Z_re
-        with clock("prompt_selection"):
-            selection = select_prompts(enhanced[0], enhanced[1], prepared.face_mask,
-                                       backend=self.selector)
-            points, labels = prompt_points(selection.occlusion, selection.face)
+        selection = self.runner.select(z, point, prepared.face_mask, self.selector, timings)
+        points, labels = prompt_points(selection.occlusion, selection.face)
         with clock("sa"):
-            prompts = self.backend.reweight(points[None], labels[None])  # 1 x (N+1) x 256
+            prompts = self.runner.reweight(points[None], labels[None])  # 1 x (N+1) x 256
         with clock("decoder"):
-            low_res = self.backend.decode(z[:1], prompts)  # 1 x 1 x 256 x 256
+            low_res = self.runner.decode(z[:1], prompts)  # 1 x 1 x 256 x 256
         with clock("postprocess"):
             logits = postprocess_logits(low_res, prepared.input_size)  # H x W
             occlusion = logits > 0

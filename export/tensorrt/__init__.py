@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from .builder import StageResult, build_engines, engine_dir, engine_path
 from .commands import commands_for, format_commands
-from .device import GpuInfo, query_gpu
+from s3pot.core.gpu import GpuInfo, query_gpu
 from .lazy import INSTALL_HINT, import_tensorrt, major_of, tensorrt_major
 from .recipe import Recipe, recipe_for
 

@@ -27,8 +27,9 @@ from s3pot.core.sidecar import (ENGINE_SUFFIX, REBUILD, Sidecar, check_plan, che
                                 now_iso, profile_json, read_sidecar, s3pot_version, sidecar_path,
                                 write_sidecar)
 
-from . import device, timing_cache
-from .device import GpuInfo
+from s3pot.core import gpu as device
+from . import timing_cache
+from s3pot.core.gpu import GpuInfo
 from .lazy import import_tensorrt, tensorrt_major
 from .recipe import FP32_ELEMENTWISE_OPS, FP32_LAYER_TYPES, FP32_UNARY_OPS, Recipe, recipe_for
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from s3pot.core.atomic import write_bytes_atomic
 
-from .device import GpuInfo
+from s3pot.core.gpu import GpuInfo
 
 log = logging.getLogger(__name__)
 

@@ -1,46 +1,56 @@
-"""Backends run the four exported stages; each is one folder with the same small interface.
+"""Backends run the four exported stages; each is one folder with the same files.
 
-A backend is any object with these methods (NumPy arrays in and out, float32):
+============  ==============================================  ====================================
+backend       runs                                            needs
+============  ==============================================  ====================================
+onnxruntime   the graphs of an export folder (``s3pot         onnxruntime-gpu (base install)
+              export``), CPU or CUDA execution provider
+tensorrt      the engines of ``s3pot build`` on an NVIDIA     tensorrt + an NVIDIA GPU (extra
+              GPU, prompt selection on the device             ``gpu``)
+torch         S3POT's PyTorch modules: the reference; FP16 /  torch (extra ``torch``)
+              BF16 with CUDA graphs on a GPU
+============  ==============================================  ====================================
 
-================  =========================================  ==================================
-method            inputs                                     output
-================  =========================================  ==================================
-``encode``        pixels ``B x 3 x 1024 x 1024``             ``B x 256 x 64 x 64``
-``enhance``       embeddings ``B x 256 x 64 x 64``,           ``B x 4096 x 256``
-                  point ``B x 1 x 2``
-``reweight``      points ``1 x N x 2``, labels ``1 x N``      ``1 x (N + 1) x 256``
-``decode``        embeddings ``1 x 256 x 64 x 64``,           ``1 x 1 x 256 x 256``
-                  prompts ``1 x (N + 1) x 256``
-================  =========================================  ==================================
-
-plus ``name`` (str) and ``describe()`` (a one-line summary for logs and reports). Backends are
-imported by name, lazily, so that a machine without torch (or TensorRT) can still use the others.
+Each folder holds ``loader.py`` (finds and checks what to run), ``runner.py`` (a
+:class:`~.base.Runner`: a context manager with activate / infer / deactivate) and an
+``__init__.py`` with ``create_runner(spec)``. Backends are imported by name, lazily, so that a
+machine without torch or TensorRT still runs the others; ``auto`` picks one (:mod:`.auto`).
 """
 from __future__ import annotations
 
 import importlib
-from typing import Protocol
-
-import numpy as np
+from dataclasses import dataclass
+from pathlib import Path
 
 from s3pot.core.errors import S3potInputError, require
 
-
-class Backend(Protocol):
-    name: str
-
-    def describe(self) -> str: ...
-    def encode(self, pixels: np.ndarray) -> np.ndarray: ...
-    def enhance(self, embeddings: np.ndarray, point: np.ndarray) -> np.ndarray: ...
-    def reweight(self, points: np.ndarray, labels: np.ndarray) -> np.ndarray: ...
-    def decode(self, embeddings: np.ndarray, prompts: np.ndarray) -> np.ndarray: ...
-
+from .base import ModelContext, Runner, RunnerInfo
 
 #: backend name -> (its module, the package it imports, the pip requirement that provides it)
 BACKENDS = {
-    "torch": ("s3pot.runtime.backends.torch", "torch", "torch"),
     "onnxruntime": ("s3pot.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime-gpu"),
+    "tensorrt": ("s3pot.runtime.backends.tensorrt", "numpy", "numpy"),  # imports tensorrt itself
+    "torch": ("s3pot.runtime.backends.torch", "torch", "'s3pot-rt[torch]' (or: pip install torch)"),
 }
+AUTO = "auto"
+#: The precisions a runner may be asked for (torch adds bf16; graphs and engines come in fp32/fp16).
+RUN_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to run: an export folder (``onnxruntime``, ``tensorrt``) or a variant with its weights
+    (``torch``), at a precision, on a device (``auto``, ``cpu``, ``cuda``, ``cuda:N``)."""
+
+    folder: Path | None = None
+    variant: str | None = None
+    checkpoint: Path | None = None
+    adapter: Path | None = None
+    random_weights: bool = False
+    seed: int = 0
+    precision: str = "fp32"
+    device: str = "auto"
+    threads: int = 0  # CPU threads (0: the library's default)
 
 
 def load_backend_module(name: str):
@@ -50,3 +60,17 @@ def load_backend_module(name: str):
     module, needs, install = BACKENDS[name]
     require(needs, install)
     return importlib.import_module(module)
+
+
+def create_runner(name: str, spec: ModelSpec) -> Runner:
+    """A (not yet activated) runner of backend ``name`` for ``spec``; ``auto`` chooses one and
+    logs why (see :func:`.auto.choose`)."""
+    if name == AUTO:
+        from .auto import choose
+
+        name, _ = choose(spec)
+    return load_backend_module(name).create_runner(spec)
+
+
+__all__ = ["AUTO", "BACKENDS", "ModelContext", "ModelSpec", "RUN_PRECISIONS", "Runner",
+           "RunnerInfo", "create_runner", "load_backend_module"]

@@ -25,9 +25,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True,
     from s3pot.kernels.selection import AUTO_BACKEND, SELECTION_BACKENDS
 
     group = parser.add_argument_group("model")
-    group.add_argument("--variant", default="vit_b", choices=variant_names(), metavar="VARIANT",
-                       help="SAM backbone: " + ", ".join(variant_names()) + " (default: vit_b; "
-                            "see `s3pot variants`)")
+    group.add_argument("--variant", choices=variant_names(), metavar="VARIANT",
+                       help="SAM backbone: " + ", ".join(variant_names()) + " (default: vit_b, "
+                            "or the --model folder's; see `s3pot variants`)")
     group.add_argument("--checkpoint", type=Path,
                        help="official SAM / MobileSAM checkpoint (e.g. sam_vit_b_01ec64.pth)")
     group.add_argument("--random-weights", action="store_true",
@@ -49,6 +49,44 @@ def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True,
     return group
 
 
+def add_backend_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """What runs the model: backend, export folder, precision, threads (choices from the backend
+    registry)."""
+    from s3pot.runtime.backends import AUTO, BACKENDS, RUN_PRECISIONS
+
+    group = parser.add_argument_group("backend")
+    group.add_argument("--backend", default=AUTO, choices=[AUTO, *BACKENDS],
+                       help="what runs the four stages (default: auto = tensorrt where --model has "
+                            "engines and there is a GPU, else onnxruntime with --model, else torch)")
+    group.add_argument("--model", type=Path, metavar="DIR",
+                       help="export folder written by `s3pot export` (graphs, and engines of "
+                            "`s3pot build`); its manifest fixes variant, weights and normalisation")
+    group.add_argument("--precision", default="fp32", choices=RUN_PRECISIONS,
+                       help="fp32, fp16 (exported / built fp16, or torch on CUDA) or bf16 (torch "
+                            "only) (default: fp32)")
+    group.add_argument("--threads", type=int, default=0,
+                       help="CPU threads per stage (default: 0 = one per core)")
+    return group
+
+
+def model_spec(args):
+    """The :class:`~s3pot.runtime.backends.ModelSpec` of the parsed options; contradictions (an
+    export folder with a checkpoint, say) are refused here, before anything is loaded."""
+    from s3pot.runtime.backends import ModelSpec
+
+    if args.model is not None:
+        given = [flag for flag, value in (("--checkpoint", args.checkpoint), ("--adapter", args.adapter),
+                                          ("--random-weights", args.random_weights)) if value]
+        if given:
+            raise S3potInputError(f"--model '{args.model}': expected no {', '.join(given)} (the "
+                                  "export folder holds its weights), got both")
+    if args.threads < 0:
+        raise S3potInputError(f"--threads: expected 0 or more, got {args.threads}")
+    return ModelSpec(folder=args.model, variant=args.variant, checkpoint=args.checkpoint,
+                     adapter=args.adapter, random_weights=args.random_weights, seed=args.seed,
+                     precision=args.precision, device=args.device, threads=args.threads)
+
+
 def parse_face_set(text: str | None):
     if text is None or text in FACE_SETS:
         return text
@@ -60,6 +98,8 @@ def parse_face_set(text: str | None):
 
 
 def weights_label(args) -> str:
+    if getattr(args, "model", None) is not None:
+        return f"export '{args.model}'"
     if args.random_weights:
         return f"RANDOM (seed {args.seed}; --random-weights: the masks are not meaningful)"
     label = f"{args.checkpoint}"

@@ -41,6 +41,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from s3pot.export.folder import ExportRequest, export_folder
 
+    args.variant = args.variant or "vit_b"
     request = ExportRequest(
         variant=args.variant, checkpoint=args.checkpoint, adapter=args.adapter,
         random_weights=args.random_weights, seed=args.seed, normalization=args.normalization,

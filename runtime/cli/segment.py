@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from s3pot.core.errors import S3potInputError
 
-from .common import (EXIT_SAMPLES_FAILED, add_model_options, check_model_files, parse_face_set,
-                     weights_label)
+from .common import (EXIT_SAMPLES_FAILED, add_backend_options, add_model_options,
+                     check_model_files, model_spec, parse_face_set, weights_label)
 
 log = logging.getLogger("s3pot")
 
@@ -28,17 +29,37 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--save-vis", action="store_true", help="also write an overlay with the prompts")
     add_model_options(parser)
+    add_backend_options(parser)
 
 
 def _build_pipeline(args):
-    from s3pot.runtime.backends import load_backend_module
+    from s3pot.runtime.backends import AUTO, create_runner
     from s3pot.runtime.pipeline import Pipeline
 
-    backend = load_backend_module("torch").TorchBackend.from_variant(args.variant, checkpoint=args.checkpoint, adapter=args.adapter,
-                                        random_weights=args.random_weights, device=args.device,
-                                        seed=args.seed)
-    return Pipeline(backend, normalization=args.normalization, face_set=parse_face_set(args.face_set),
-                    selector=args.selector)
+    spec = model_spec(args)
+    name = args.backend
+    if name == AUTO:
+        from s3pot.runtime.backends.auto import choose
+
+        name, why = choose(spec)
+        print(f"s3pot segment: backend {name} ({why})", file=sys.stderr)
+    runner = create_runner(name, spec)
+    _say_if_compiling(args.selector)
+    return Pipeline(runner, normalization=args.normalization,
+                    face_set=parse_face_set(args.face_set), selector=args.selector)
+
+
+def _say_if_compiling(selector: str) -> None:
+    """The Numba kernels compile on their first use on a machine (about 25 s, cached after)."""
+    from s3pot.kernels.selection import resolve_backend
+
+    if resolve_backend(selector) != "numba":
+        return
+    from s3pot.kernels import numba_cpu
+
+    if not numba_cpu.cache_is_warm():
+        print("s3pot segment: compiling the Numba prompt-selection kernels (first run on this "
+              "machine only, about 25 s)", file=sys.stderr, flush=True)
 
 
 def _write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, weights: str,
@@ -78,21 +99,45 @@ def _write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, 
     return written
 
 
-def _check_paths(args, samples) -> None:
-    """Everything a typo can break, checked before a (possibly large) model is loaded."""
-    from s3pot.runtime.io import check_file
+def _check_out(out: Path) -> None:
+    """``--out`` is a folder, or can be created as one, and can be written (checked without
+    creating anything)."""
+    if out.exists() and not out.is_dir():
+        raise S3potInputError(f"--out '{out}': expected a folder, got an existing file")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise S3potInputError(f"--out '{out}': expected a folder, but '{existing}' is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise S3potInputError(f"--out '{out}': expected a writable folder, got no write "
+                              f"permission in '{existing}'")
 
-    if args.out.exists() and not args.out.is_dir():
-        raise S3potInputError(f"--out '{args.out}': expected a folder, got an existing file")
+
+def _check_inputs(args, samples) -> list | None:
+    """Everything a typo or a bad file can break, checked before a (possibly large) model is
+    loaded. One sample is decoded here (and returned decoded); a folder's samples are decoded one
+    by one later, and one that fails is reported and skipped."""
+    from s3pot.runtime.io import check_file, load_image, load_parsing
+    from s3pot.runtime.preprocess import check_pair
+
+    _check_out(args.out)
     if args.input_dir is not None and args.out.resolve() == args.input_dir.resolve():
         raise S3potInputError(f"--out '{args.out}': expected a folder other than --input-dir "
                               "(outputs there would be read as samples on the next run)")
-    if args.input_dir is None:
-        sample = samples[0]
-        for path, what in ((sample.image, "image"), (sample.reference, "reference"),
-                           (sample.parsing, "parsing mask")):
-            check_file(path, what)
     check_model_files(args)
+    if args.model is not None:
+        from s3pot.core.manifest import read_manifest
+        read_manifest(args.model)
+    if args.input_dir is not None:
+        return None
+    sample = samples[0]
+    for path, what in ((sample.image, "image"), (sample.reference, "reference"),
+                       (sample.parsing, "parsing mask")):
+        check_file(path, what)
+    image, reference = load_image(sample.image), load_image(sample.reference)
+    check_pair(image, reference, str(sample.image), str(sample.reference))
+    return [image, reference, load_parsing(sample.parsing)]
 
 
 def run(args) -> int:
@@ -110,16 +155,17 @@ def run(args) -> int:
                           parsing=args.parsing)]
     else:
         samples = find_samples(args.input_dir)
-    _check_paths(args, samples)
+    decoded = _check_inputs(args, samples)
 
     pipeline = _build_pipeline(args)
     weights = weights_label(args)
-    log.info("%s on %s; weights: %s", args.variant, pipeline.backend.describe(), weights)
+    variant = pipeline.runner.context.variant
+    log.info("%s on %s; weights: %s", variant, pipeline.runner.describe(), weights)
     batch = len(samples) > 1 or args.input_dir is not None
     failures = []
     for sample in _progress(samples, enabled=len(samples) > 1):
         try:
-            seg = pipeline.segment(sample.image, sample.reference, sample.parsing)
+            seg = pipeline.segment(*(decoded or (sample.image, sample.reference, sample.parsing)))
             _write_outputs(args.out, sample.name, seg, sample.image, args.save_vis, weights,
                            args.random_weights)
         except S3potInputError as exc:
@@ -142,7 +188,7 @@ def run(args) -> int:
                       f"-> {args.out}")
     if batch:
         print(f"{len(samples) - len(failures)} of {len(samples)} samples segmented into {args.out}")
-    print(f"s3pot segment: {args.variant} on {pipeline.backend.describe()}; weights: {weights}",
+    print(f"s3pot segment: {variant} on {pipeline.runner.describe()}; weights: {weights}",
           file=sys.stderr)
     for name, message in failures:
         print(f"s3pot: error: sample {name}: {message}", file=sys.stderr)

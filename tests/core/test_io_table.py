@@ -68,11 +68,12 @@ def test_typical_points_is_the_face_token_count_of_the_aligned_test_face():
 
 def test_shapes_and_profiles_come_from_the_constants():
     assert ENCODER.profile() == {ENCODER.input_names[0]: ((1, 3, 1024, 1024), (2, 3, 1024, 1024),
-                                                          (2, 3, 1024, 1024))}
+                                                          (8, 3, 1024, 1024))}
     assert SA.profile()[POINT_COORDS] == ((1, 1, 2), (1, TYPICAL_POINTS, 2), (1, 4096, 2))
     assert DECODER.profile()[SA.output_names[0]] == ((1, 2, 256), (1, TYPICAL_POINTS + 1, 256),
                                                      (1, 4097, 256))
-    assert FE.output(FE.output_names[0]).shape_at("max") == (2, 4096, 256)
+    assert FE.output(FE.output_names[0]).shape_at("max") == (2, 4096, 256)  # one pair
+    assert ENCODER.output(ENCODER.output_names[0]).shape_at("max") == (8, 256, 64, 64)
     assert SA.dynamic_axes() == {POINT_COORDS: {1: NUM_POINTS.name}, POINT_LABELS: {1: NUM_POINTS.name},
                                  SA.output_names[0]: {1: NUM_POINTS.plus(1).name}}
     assert list(STAGES) == ["encoder", "fe", "sa", "decoder"]

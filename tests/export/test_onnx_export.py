@@ -16,7 +16,7 @@ import pytest
 
 from helpers import rel_l2
 from s3pot.core.errors import ExportError
-from s3pot.core.io_table import (DECODER, ENCODER, FE, MAX_IMAGE_BATCH, NUM_POINTS, SA, STAGES,
+from s3pot.core.io_table import (DECODER, ENCODER, FE, MAX_IMAGE_BATCH, NUM_POINTS, PAIR_BATCH, SA, STAGES,
                                  TYPICAL_POINTS)
 from s3pot.core.manifest import read_manifest, sha256_file, verify_graph
 from s3pot.export import onnx_export
@@ -27,7 +27,7 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 FP32_TOL = 1e-4
 SIZES = {  # every dynamic size the table allows at its ends and its typical value
     ENCODER.name: [{"batch": 1}, {"batch": MAX_IMAGE_BATCH}],
-    FE.name: [{"batch": 1}, {"batch": MAX_IMAGE_BATCH}],
+    FE.name: [{"pair": 1}, {"pair": PAIR_BATCH}],
     SA.name: [{NUM_POINTS.name: n} for n in (1, TYPICAL_POINTS, NUM_POINTS.max)],
     DECODER.name: [{NUM_POINTS.plus(1).name: n + 1} for n in (1, TYPICAL_POINTS, NUM_POINTS.max)],
 }
@@ -177,15 +177,15 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def compare_pipelines(folder: Path, model, precisions=("fp32", "fp16")) -> dict:
     """The pipeline over the exported graphs against the PyTorch pipeline on the test photos:
     ``{precision: {sample: {"same_prompts": bool, "prompt_agreement": float, "iou": float}}}``."""
-    from s3pot.runtime.backends.onnxruntime import OnnxRuntimeBackend
-    from s3pot.runtime.backends.torch import TorchBackend
+    from s3pot.runtime.backends import ModelSpec, create_runner
+    from s3pot.runtime.backends.torch import TorchRunner
     from s3pot.runtime.pipeline import Pipeline
 
-    reference = Pipeline(TorchBackend(model, device="cpu"))
+    reference = Pipeline(TorchRunner(model, device="cpu"))
     wants = {name: reference.segment(*sample) for name, sample in _segment_pairs()}
     found = {}
     for precision in precisions:
-        exported = Pipeline(OnnxRuntimeBackend.from_folder(folder, precision=precision))
+        exported = Pipeline(create_runner("onnxruntime", ModelSpec(folder=folder, precision=precision)))
         found[precision] = {}
         for name, sample in _segment_pairs():
             want, got = wants[name], exported.segment(*sample)
@@ -256,7 +256,7 @@ def test_cli_export_writes_four_graphs_and_refuses_to_clobber(tiny_export, capsy
     from s3pot.runtime.cli import main
 
     folder, _, _ = tiny_export
-    assert sorted(p.name for p in folder.iterdir()) == [
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [  # .onnxruntime: cache
         "decoder.fp16.onnx", "decoder.onnx", "encoder.fp16.onnx", "encoder.onnx", "fe.fp16.onnx",
         "fe.onnx", "manifest.json", "sa.fp16.onnx", "sa.onnx"]
     before = sha256_file(folder / "manifest.json")

@@ -10,7 +10,8 @@ import pytest
 
 from fake_tensorrt import FP32_NODES, graph_file, make_export_folder, make_fake_tensorrt
 from s3pot.core.io_table import STAGES
-from s3pot.export.tensorrt import GpuInfo, device
+from s3pot.core import gpu as device
+from s3pot.core.gpu import GpuInfo
 from s3pot.runtime.cli import EXIT_USER_ERROR, main
 
 BLOCK_IMPORTS = r"""

@@ -42,7 +42,7 @@ def test_official_tiny_checkpoint_loads_by_name(tiny_checkpoint):
 @pytest.mark.slow
 def test_official_vit_b_checkpoint_loads_and_runs(tmp_path):
     """``sam_vit_b_01ec64.pth`` as the official builder writes it (random init), end to end."""
-    from s3pot.runtime.backends.torch import TorchBackend
+    from s3pot.runtime.backends import ModelSpec, create_runner
     from s3pot.runtime.pipeline import Pipeline
     from skimage import data
 
@@ -52,7 +52,7 @@ def test_official_vit_b_checkpoint_loads_and_runs(tmp_path):
     torch.save(sam.state_dict(), path)
     del sam
     assert guess_variant(torch.load(path, weights_only=True)) == "vit_b"
-    pipeline = Pipeline(TorchBackend.from_variant("vit_b", checkpoint=path, device="cpu"))
+    pipeline = Pipeline(create_runner("torch", ModelSpec(variant="vit_b", checkpoint=path, device="cpu")))
     face = data.astronaut()
     parsing = torch.zeros(face.shape[:2], dtype=torch.uint8).numpy()
     parsing[100:300, 150:330] = 6  # skin

@@ -8,7 +8,7 @@ from s3pot.runtime import backends
 
 
 def test_unknown_backend_lists_the_valid_ones():
-    with pytest.raises(S3potInputError, match="expected one of torch"):
+    with pytest.raises(S3potInputError, match="expected one of onnxruntime, tensorrt, torch"):
         backends.load_backend_module("tensorflow")
 
 
@@ -20,4 +20,4 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 
 def test_torch_backend_loads():
-    assert backends.load_backend_module("torch").TorchBackend.name == "torch"
+    assert backends.load_backend_module("torch").TorchRunner.name == "torch"

@@ -10,14 +10,15 @@ from helpers import astronaut_sample
 from s3pot.core.spec import face_token_mask
 from s3pot.core.errors import NoFaceTokensError, S3potInputError
 from s3pot.core.spec import prompt_points
-from s3pot.runtime.backends.torch import TorchBackend
+from s3pot.runtime.backends import ModelSpec
+from s3pot.runtime.backends.torch import TorchRunner, create_runner
 from s3pot.runtime.pipeline import Pipeline
 from s3pot.runtime.preprocess import prepare_inputs
 
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_model):
-    return Pipeline(TorchBackend(tiny_model, device="cpu"))
+    return Pipeline(TorchRunner(tiny_model, device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,7 @@ def test_mobile_sam_variant_runs_the_pipeline(sample):
     """The TinyViT (MobileSAM) encoder behind the same pipeline."""
     from s3pot.models import build_s3pot
 
-    pipeline = Pipeline(TorchBackend(build_s3pot("tiny_mobile", random_weights=True), device="cpu"))
+    pipeline = Pipeline(TorchRunner(build_s3pot("tiny_mobile", random_weights=True), device="cpu"))
     seg = pipeline.segment(*sample)
     prepared = prepare_inputs(*sample)
     assert seg.occlusion.shape == sample[0].shape[:2]
@@ -141,11 +142,11 @@ def test_pipeline_runs_an_adapter_as_trained(tmp_path, sample):
 
     path = save_adapter(tmp_path / "a.pt", build_s3pot("tiny", random_weights=True),
                         variant="tiny", normalization="unit", face_set="authors")
-    backend = TorchBackend.from_variant("tiny", random_weights=True, adapter=path, device="cpu")
+    backend = create_runner(ModelSpec(variant="tiny", random_weights=True, adapter=path, device="cpu"))
     pipeline = Pipeline(backend)
     assert pipeline.normalization == "unit" and pipeline.face_set == (1, 2, 3, 5, 6, 9, 10)
     with pytest.raises(S3potInputError, match="was trained with 'unit'"):
         Pipeline(backend, normalization="sam")
     with pytest.raises(S3potInputError, match="was trained with face set"):
         Pipeline(backend, face_set="paper")
-    assert Pipeline(TorchBackend(build_s3pot("tiny", random_weights=True), device="cpu")).normalization == "sam"
+    assert Pipeline(TorchRunner(build_s3pot("tiny", random_weights=True), device="cpu")).normalization == "sam"

@@ -1,5 +1,13 @@
-"""Runs the four stages through :class:`s3pot.models.S3POT` (the reference every other backend is
-checked against)."""
+"""Runs the four stages through :class:`s3pot.models.S3POT`: the reference every other backend is
+checked against, and a fast path on a GPU without TensorRT.
+
+Precision ``fp32`` runs the modules as they are. ``fp16`` / ``bf16`` run them under autocast
+(matrix products and SAM's attention, which is ``scaled_dot_product_attention`` and so takes
+PyTorch's flash / memory-efficient kernels on a GPU, in half precision; norms and softmax in
+float32); ``bf16`` also runs on CPUs with AVX512-BF16 or AMX. On CUDA, the fixed-shape stages
+(encoder per batch size, FE) are captured once as CUDA graphs and replayed, which removes the
+launch overhead of a few hundred small kernels per call.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,8 +16,15 @@ import numpy as np
 import torch
 
 from s3pot.core.errors import S3potInputError
+from s3pot.core.io_table import ENCODER, FE
+
+from ..base import ModelContext, Runner, RunnerInfo
 
 log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Stages whose shapes are fixed per batch size, so a CUDA graph per batch size can replay them.
+GRAPHED_STAGES = (ENCODER.name, FE.name)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -30,43 +45,98 @@ def resolve_device(device: str = "auto") -> torch.device:
     return dev
 
 
-class TorchBackend:
-    """Stage methods of an :class:`~s3pot.models.S3POT` in eval mode, NumPy in and out."""
+class TorchRunner(Runner):
+    """Stage methods of an :class:`~s3pot.models.S3POT` in eval mode, NumPy in and out.
+
+    Args:
+        model: the S3POT module; ``context`` what it was made with (see :mod:`.loader`).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``fp32``, ``fp16`` (CUDA only) or ``bf16``.
+        cuda_graphs: capture and replay the fixed-shape stages on CUDA (default: on).
+    """
 
     name = "torch"
 
-    def __init__(self, model, *, device: str = "auto", default_normalization: str = "sam") -> None:
+    def __init__(self, model, context: ModelContext | None = None, *, device: str = "auto",
+                 precision: str = "fp32", cuda_graphs: bool = True) -> None:
+        if context is None:
+            context = ModelContext(variant="custom", normalization="sam",
+                                   trained=getattr(model, "trained_context", None))
+        super().__init__(context)
+        if precision not in DTYPES:
+            raise S3potInputError(f"backend torch: expected precision {', '.join(DTYPES)}, got "
+                                  f"{precision!r}")
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        #: What the model's adapter was trained with, or None (see Pipeline).
-        self.trained_context = getattr(model, "trained_context", None)
-        self.default_normalization = default_normalization
+        if precision == "fp16" and self.device.type == "cpu":
+            raise S3potInputError("backend torch: fp16 runs on CUDA only; on the CPU use fp32 or "
+                                  "bf16")
+        self.model = model
+        self.precision = precision
+        self.use_graphs = cuda_graphs and self.device.type == "cuda"
+        self.graphs: dict = {}  # (stage, input shapes) -> (graph, static inputs, static output)
+        # CUDA graph replay shares its static buffers: one call at a time there.
+        self.thread_safe = self.device.type == "cpu"
 
-    @classmethod
-    def from_variant(cls, variant: str, *, checkpoint=None, adapter=None, random_weights: bool = False,
-                     device: str = "auto", seed: int = 0) -> "TorchBackend":
-        from s3pot.models import build_s3pot, get_variant
-        resolve_device(device)  # a bad device fails before a large checkpoint is read
-        model = build_s3pot(variant, checkpoint=checkpoint, adapter=adapter,
-                            random_weights=random_weights, seed=seed)
-        return cls(model, device=device, default_normalization=get_variant(variant).normalization)
+    def _activate(self) -> None:
+        self.model = self.model.to(self.device).eval()
+        provider = "eager"
+        if self.precision != "fp32":
+            provider += f", autocast {self.precision}"
+        if self.use_graphs:
+            provider += ", CUDA graphs (encoder, FE)"
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        self._info = RunnerInfo(backend=self.name, version=torch.__version__, device=name,
+                                provider=provider, precision=self.precision,
+                                source=f"variant {self.context.variant}")
 
-    def describe(self) -> str:
-        return f"torch {torch.__version__} on {self.device}"
+    def _deactivate(self) -> None:
+        self.graphs.clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
-    def _run(self, fn, *arrays: np.ndarray) -> np.ndarray:
+    def _stage_fn(self, stage: str):
+        return getattr(self.model, {"encoder": "encode", "fe": "enhance", "sa": "reweight",
+                                    "decoder": "decode"}[stage])
+
+    def _call(self, fn, tensors):
+        if self.precision == "fp32":
+            return fn(*tensors)
+        with torch.autocast(self.device.type, dtype=DTYPES[self.precision]):
+            return fn(*tensors)
+
+    def _infer(self, stage: str, feeds: dict) -> dict:
+        from s3pot.core.io_table import get_stage
+
+        io = get_stage(stage)
+        arrays = [feeds[name] for name in io.input_names]
         with torch.inference_mode():
-            tensors = [torch.from_numpy(np.ascontiguousarray(a)).to(self.device) for a in arrays]
-            return fn(*tensors).float().cpu().numpy()
+            tensors = [torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays]
+            fn = self._stage_fn(stage)
+            if self.use_graphs and stage in GRAPHED_STAGES:
+                out = self._replay(stage, fn, tensors)
+            else:
+                out = self._call(fn, tensors)
+            return {io.output_names[0]: out.float().cpu().numpy()}
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
-        return self._run(self.model.encode, pixels)
-
-    def enhance(self, embeddings: np.ndarray, point: np.ndarray) -> np.ndarray:
-        return self._run(self.model.enhance, embeddings, point)
-
-    def reweight(self, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        return self._run(self.model.reweight, points, labels)
-
-    def decode(self, embeddings: np.ndarray, prompts: np.ndarray) -> np.ndarray:
-        return self._run(self.model.decode, embeddings, prompts)
+    def _replay(self, stage: str, fn, tensors):
+        """Run ``fn`` through the CUDA graph captured for these input shapes (captured on first
+        use, after warm-up on a side stream as PyTorch's CUDA graph notes require)."""
+        key = (stage, *(tuple(t.shape) for t in tensors))
+        if key not in self.graphs:
+            static = [t.clone() for t in tensors]
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    self._call(fn, static)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                output = self._call(fn, static)
+            self.graphs[key] = (graph, static, output)
+            log.debug("captured a CUDA graph of %s for %s", stage, key[1:])
+        graph, static, output = self.graphs[key]
+        for dst, src in zip(static, tensors):
+            dst.copy_(src)
+        graph.replay()
+        return output.clone()

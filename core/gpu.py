@@ -1,4 +1,5 @@
-"""Which GPU an engine is built on: its name and compute capability.
+"""Which NVIDIA GPU this machine has: its name and compute capability (engine builds, sidecar
+checks, `s3pot doctor`, `--backend auto`).
 
 Asked of cuda-python's runtime bindings first (``cuda.bindings.runtime``, or ``cuda.cudart`` in
 older cuda-python), then of ``nvidia-smi``. Both are imported or run only when asked. Tests replace
@@ -11,9 +12,10 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
-from s3pot.core.errors import NoGpuError
+from .errors import NoGpuError
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,18 @@ def nvidia_smi_gpu(run: Callable = subprocess.run, which: Callable = shutil.whic
         raise ProbeFailed(f"nvidia-smi exited with {proc.returncode}"
                           + (f": {first[0]}" if first else ""))
     return parse_nvidia_smi(proc.stdout)
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether an NVIDIA GPU is likely usable here, without loading any CUDA library: the
+    kernel driver is loaded and ``CUDA_VISIBLE_DEVICES`` does not hide every device."""
+    if not Path("/proc/driver/nvidia/version").exists() and shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        _visible_device()
+    except ProbeFailed:
+        return False
+    return True
 
 
 #: The ways of asking, in order; the first that answers wins.

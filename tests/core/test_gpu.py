@@ -8,8 +8,8 @@ import types
 import pytest
 
 from s3pot.core.errors import NoGpuError
-from s3pot.export.tensorrt import device
-from s3pot.export.tensorrt.device import GpuInfo, ProbeFailed
+from s3pot.core import gpu as device
+from s3pot.core.gpu import GpuInfo, ProbeFailed
 from s3pot.export.tensorrt.timing_cache import default_cache_dir, timing_cache_path
 
 
