@@ -19,21 +19,24 @@ setup(
     packages=[f"s3pot.{folder}{'.' + sub if sub else ''}"
               for folder in FOLDERS for sub in ["", *find_packages(folder)]],
     package_dir={f"s3pot.{folder}": folder for folder in FOLDERS},
+    # The base install runs exported graphs (s3pot segment --backend onnxruntime --model DIR):
+    # no torch, no onnx. Each extra adds one job's packages.
     install_requires=[
-        # torch==2.13.0 is what these machines install without a GPU wheel download; any 2.x with
-        # scaled_dot_product_attention works.
-        "torch>=2.1",
         "numpy>=1.24",
-        "onnx>=1.16",
-        "onnxsim>=0.4.36",  # graph simplification at export (measured against onnxslim: README)
+        "opencv-python-headless>=5.0",  # no GUI libraries needed in a slim container; 4.x decoded
+                                        # truncated JPEGs with only a warning
         "onnxruntime-gpu>=1.18",  # falls back to the CPU provider where there is no GPU
-        "opencv-python>=5.0",  # 4.x decodes truncated JPEGs with only a warning
-        "numba>=0.59",
+        "numba>=0.59",  # prompt-selection kernels (CPU, and CUDA with numba-cuda on a GPU)
         "tqdm>=4.60",
     ],
     extras_require={
-        # TensorRT and pycuda need an NVIDIA driver (and pycuda a CUDA toolkit) to install.
-        "gpu": ["tensorrt>=10", "polygraphy>=0.49", "pycuda>=2024.1", "cuda-python>=12"],
+        # The PyTorch reference backend, the models, export (s3pot export) and training.
+        # torch==2.13.0 is what these machines install without a GPU wheel download; any 2.x with
+        # scaled_dot_product_attention works.
+        "torch": ["torch>=2.1", "onnx>=1.16", "onnxsim>=0.4.36"],
+        # TensorRT engines: s3pot build and --backend tensorrt (an NVIDIA driver is needed to
+        # install and run them). cuda-python gives the runtime its CUDA graphs.
+        "gpu": ["tensorrt>=10", "polygraphy>=0.49", "cuda-python>=12", "numba-cuda>=0.10"],
         # Parity oracle and test tools; segment-anything is imported without its torchvision-bound
         # package __init__ (see tests/oracle.py).
         "test": ["pytest>=8", "pytest-xdist>=3", "segment-anything==1.0", "scikit-image>=0.22",

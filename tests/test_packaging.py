@@ -112,3 +112,41 @@ import s3pot.export.tensorrt, s3pot.runtime.cli.build
 assert 'torch' not in sys.modules
 """
     _run([sys.executable, "-c", code], cwd="/")
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory) -> Path:
+    from s3pot.runtime.cli import main
+
+    out = tmp_path_factory.mktemp("lean") / "tiny"
+    assert main(["export", "--variant", "tiny", "--random-weights", "--seed", "5", "--out",
+                 str(out), "--no-verify"]) == 0
+    return out
+
+
+def test_base_install_without_torch_segments_with_onnxruntime(wheel, tiny_export, tmp_path):
+    """The base package (README: `pip install .`) in a fresh virtual environment, with its own
+    dependencies from the package index and no torch, runs an exported model."""
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    py, exe = venv / "bin" / "python", venv / "bin" / "s3pot"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    _run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(wheel)], env=env)
+    missing = _run([str(py), "-c", "import importlib.util as u; print([m for m in "
+                    "('torch', 'onnx', 'tensorrt', 'pycuda', 'cv2', 'onnxruntime') "
+                    "if u.find_spec(m) is None])"], env=env).stdout.strip()
+    assert missing == "['torch', 'onnx', 'tensorrt', 'pycuda']"
+    data = ROOT / "tests" / "data"
+    out = tmp_path / "out"
+    proc = _run([str(exe), "segment", "--backend", "onnxruntime", "--model", str(tiny_export),
+                 "--image", str(data / "obama_face.jpg"), "--reference", str(data / "obama_face_ref.jpg"),
+                 "--parsing", str(data / "obama_face_parsing_mask.npy"), "--out", str(out)],
+                cwd=tmp_path, env=env)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "obama_face_occlusion.png", "obama_face_prompts.json", "obama_face_visible_face.png"]
+    assert "onnxruntime" in proc.stderr and "CPUExecutionProvider" in proc.stderr
+    # the tools that need torch say what to install, in one line
+    proc = subprocess.run([str(exe), "export", "--variant", "tiny", "--random-weights", "--out",
+                           str(tmp_path / "x")], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 2 and "pip install" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()

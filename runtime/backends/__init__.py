@@ -30,7 +30,7 @@ from .base import ModelContext, Runner, RunnerInfo
 BACKENDS = {
     "onnxruntime": ("s3pot.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime-gpu"),
     "tensorrt": ("s3pot.runtime.backends.tensorrt", "numpy", "numpy"),  # imports tensorrt itself
-    "torch": ("s3pot.runtime.backends.torch", "torch", "'s3pot-rt[torch]' (or: pip install torch)"),
+    "torch": ("s3pot.runtime.backends.torch", "torch", "'s3pot-rt[torch]' (torch, onnx, onnxsim)"),
 }
 AUTO = "auto"
 #: The precisions a runner may be asked for (torch adds bf16; graphs and engines come in fp32/fp16).

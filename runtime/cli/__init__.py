@@ -23,6 +23,7 @@ TOOLS = {
     "export": "export",
     "build": "build",
     "variants": "variants",
+    "doctor": "doctor",
 }
 
 __all__ = ["EXIT_SAMPLES_FAILED", "EXIT_USER_ERROR", "TOOLS", "build_parser", "main"]
@@ -63,10 +64,10 @@ def _command_in(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = _command_in(argv)
-    parser = build_parser(only=command)
     try:
+        parser = build_parser(only=command)
         args = parser.parse_args(argv)
-    except S3potError as exc:  # a tool whose choices could not be listed
+    except S3potError as exc:  # a tool whose choices could not be listed, or that needs an extra
         print(f"s3pot: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],

@@ -14,7 +14,15 @@ from pathlib import Path
 from .common import add_model_options, check_model_files, parse_face_set
 
 
+#: What export needs beyond the base install.
+TORCH_EXTRA = "'s3pot-rt[torch]' (torch, onnx, onnxsim)"
+
+
 def add_arguments(parser) -> None:
+    from s3pot.core.errors import require
+
+    for module in ("torch", "onnx"):  # the options below are read from the exporter's modules
+        require(module, TORCH_EXTRA)
     from s3pot.core.io_table import STAGES
     from s3pot.core.manifest import PRECISIONS
     from s3pot.export.onnx_export import DEFAULT_SIMPLIFIER, SIMPLIFIERS

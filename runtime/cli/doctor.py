@@ -1,0 +1,171 @@
+"""Say what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime providers, PyTorch, Numba's
+kernel cache, and with --model the state of an export folder and its engines, in one table.
+
+Nothing heavy is loaded to answer: versions come from package metadata, the GPU from cuda-python
+or nvidia-smi, engines are judged by their sidecars (never deserialised). Exits 1 when --model
+is given and nothing in it can run here, else 0.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+from s3pot.core.errors import S3potError
+
+OK, NO, WARN = "ok", "no", "warn"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", type=Path, metavar="DIR",
+                        help="also check this export folder (graphs against the manifest, engines "
+                             "against this machine)")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _first_version(*packages: str) -> tuple[str | None, str | None]:
+    for package in packages:
+        version = _version(package)
+        if version:
+            return package, version
+    return None, None
+
+
+def _gpu_rows(rows: list) -> object:
+    from s3pot.core.gpu import query_gpu
+
+    try:
+        gpu = query_gpu()
+    except S3potError as exc:
+        rows.append(("GPU", NO, str(exc).split(": a TensorRT")[0]))
+        return None
+    rows.append(("GPU", OK, f"{gpu.name} (compute capability {gpu.compute_capability}, "
+                            f"from {gpu.source})"))
+    return gpu
+
+
+def _tensorrt_row(rows: list) -> str | None:
+    package, version = _first_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12")
+    if version is None or importlib.util.find_spec("tensorrt") is None:
+        rows.append(("TensorRT", NO, "not installed: pip install 'tensorrt-cu12>=10' (or -cu13) "
+                                     "for --backend tensorrt and s3pot build"))
+        return None
+    try:
+        import tensorrt
+    except Exception as exc:  # installed but its libraries do not load
+        rows.append(("TensorRT", WARN, f"{package} {version} installed but does not import: {exc}"))
+        return None
+    rows.append(("TensorRT", OK, f"{tensorrt.__version__}"))
+    return tensorrt.__version__
+
+
+def _onnxruntime_row(rows: list) -> None:
+    package, version = _first_version("onnxruntime-gpu", "onnxruntime")
+    if version is None:
+        rows.append(("ONNX Runtime", NO, "not installed: pip install onnxruntime-gpu"))
+        return
+    import onnxruntime as ort
+
+    from s3pot.core.gpu import nvidia_gpu_present
+
+    providers = ort.get_available_providers()
+    usable = [p for p in providers if p == "CPUExecutionProvider" or nvidia_gpu_present()]
+    rows.append(("ONNX Runtime", OK, f"{package} {version}; providers built in: "
+                                     f"{', '.join(providers)}; usable here: {', '.join(usable)}"))
+
+
+def _torch_row(rows: list) -> None:
+    version = _version("torch")
+    if version is None:
+        rows.append(("PyTorch", NO, "not installed (only --backend torch and s3pot export need "
+                                    "it): pip install 's3pot-rt[torch]'"))
+        return
+    import torch
+
+    cuda = (f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)"
+            if torch.cuda.is_available() else "CPU build or no GPU visible")
+    rows.append(("PyTorch", OK, f"{version} ({cuda})"))
+
+
+def _numba_rows(rows: list) -> None:
+    from s3pot.kernels import numba_cpu
+
+    warm = numba_cpu.cache_is_warm()
+    rows.append(("Numba kernels", OK if warm else WARN,
+                 f"numba {_version('numba')}; " + ("compiled and cached" if warm else
+                                                   "not compiled yet (the first run compiles them, "
+                                                   "about 25 s)")))
+    cuda_python = _version("cuda-python")
+    rows.append(("cuda-python", OK if cuda_python else WARN,
+                 cuda_python or "not installed: TensorRT runs without CUDA graphs "
+                                "(pip install 'cuda-python>=12')"))
+
+
+def _model_rows(rows: list, folder: Path, gpu, trt_version: str | None) -> bool:
+    """Rows for an export folder; True when at least one backend can run it here."""
+    from s3pot.core.io_table import STAGES
+    from s3pot.core.manifest import PRECISIONS, read_manifest, verify_graph
+    from s3pot.core.sidecar import check_engine, engine_path
+
+    try:
+        manifest = read_manifest(folder)
+    except S3potError as exc:
+        rows.append((f"export {folder}", NO, str(exc)))
+        return False
+    runnable = False
+    for precision in PRECISIONS:
+        if not all(precision in manifest["graphs"].get(s, {}) for s in STAGES):
+            continue
+        try:
+            for stage in STAGES:
+                verify_graph(folder, manifest, stage, precision)
+        except S3potError as exc:
+            rows.append((f"graphs {precision}", NO, str(exc)))
+            continue
+        runnable = True
+        rows.append((f"graphs {precision}", OK, f"{manifest['variant']}, four stages verified "
+                                                "(--backend onnxruntime)"))
+        engines = [engine_path(folder, stage, precision) for stage in STAGES]
+        if not any(e.is_file() for e in engines):
+            continue
+        if gpu is None or trt_version is None:
+            rows.append((f"engines {precision}", WARN, "present, but this machine has no "
+                                                       f"{'GPU' if gpu is None else 'TensorRT'}"))
+            continue
+        try:
+            for stage, engine in zip(STAGES, engines):
+                onnx_sha = manifest["graphs"][stage][precision]["sha256"]
+                check_engine(engine, tensorrt_version=trt_version, gpu_name=gpu.name,
+                             compute_capability=gpu.compute_capability, onnx_sha256=onnx_sha,
+                             precision=precision, model_dir=folder)
+        except S3potError as exc:
+            rows.append((f"engines {precision}", NO, str(exc)))
+            continue
+        rows.append((f"engines {precision}", OK, "four engines built for this TensorRT and GPU "
+                                                 "(--backend tensorrt)"))
+    return runnable
+
+
+def format_table(rows: list) -> str:
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {status:<4}  {detail}" for name, status, detail in rows)
+
+
+def run(args) -> int:
+    rows: list = []
+    gpu = _gpu_rows(rows)
+    trt_version = _tensorrt_row(rows)
+    _onnxruntime_row(rows)
+    _torch_row(rows)
+    _numba_rows(rows)
+    runnable = True
+    if args.model is not None:
+        runnable = _model_rows(rows, args.model, gpu, trt_version)
+    print(format_table(rows))
+    return 0 if runnable else 1
