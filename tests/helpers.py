@@ -2,6 +2,8 @@
 L2 error every parity test states its tolerance in."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -34,3 +36,26 @@ def astronaut_sample():
     image = reference.copy()
     image[150:230, 200:300] = (30, 160, 40)  # a green "cup" over the lower face
     return image, reference, parsing
+
+
+def run_both_backends(export_dir, torch_args: list[str], tmp_path, sample: str = "obama_face") -> dict:
+    """`s3pot segment` on one test photo with `--backend onnxruntime --model export_dir` and with
+    `--backend torch` plus ``torch_args``: whether the prompts agree, and the masks' IoU."""
+    import json
+
+    from s3pot.runtime.cli import main
+
+    data = Path(__file__).resolve().parent / "data"
+    single = ["--image", str(data / f"{sample}.jpg"), "--reference", str(data / f"{sample}_ref.jpg"),
+              "--parsing", str(data / f"{sample}_parsing_mask.npy"), "--device", "cpu"]
+    found = {}
+    for name, extra in (("onnxruntime", ["--model", str(export_dir)]), ("torch", torch_args)):
+        out = tmp_path / name
+        assert main(["segment", *single, "--backend", name, "--out", str(out), *extra]) == 0
+        found[name] = (json.loads((out / f"{sample}_prompts.json").read_text()),
+                       cv2.imread(str(out / f"{sample}_occlusion.png"), cv2.IMREAD_UNCHANGED) > 0)
+    (ort_json, ort_mask), (torch_json, torch_mask) = found["onnxruntime"], found["torch"]
+    same = all(ort_json[k] == torch_json[k] for k in ("initial_token", "occlusion_tokens", "face_tokens"))
+    union = np.logical_or(ort_mask, torch_mask).sum()
+    iou = 1.0 if union == 0 else float(np.logical_and(ort_mask, torch_mask).sum() / union)
+    return {"same_prompts": same, "iou": iou}

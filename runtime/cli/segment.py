@@ -37,13 +37,14 @@ def _build_pipeline(args):
     from s3pot.runtime.pipeline import Pipeline
 
     spec = model_spec(args)
-    name = args.backend
+    name, why = args.backend, None
     if name == AUTO:
         from s3pot.runtime.backends.auto import choose
 
         name, why = choose(spec)
-        print(f"s3pot segment: backend {name} ({why})", file=sys.stderr)
     runner = create_runner(name, spec)
+    if why is not None:  # after the model checks, so that an error stands alone
+        print(f"s3pot segment: backend {name} ({why})", file=sys.stderr)
     _say_if_compiling(args.selector)
     return Pipeline(runner, normalization=args.normalization,
                     face_set=parse_face_set(args.face_set), selector=args.selector)
@@ -125,19 +126,20 @@ def _check_inputs(args, samples) -> list | None:
     if args.input_dir is not None and args.out.resolve() == args.input_dir.resolve():
         raise S3potInputError(f"--out '{args.out}': expected a folder other than --input-dir "
                               "(outputs there would be read as samples on the next run)")
+    decoded = None
+    if args.input_dir is None:
+        sample = samples[0]
+        for path, what in ((sample.image, "image"), (sample.reference, "reference"),
+                           (sample.parsing, "parsing mask")):
+            check_file(path, what)
+        image, reference = load_image(sample.image), load_image(sample.reference)
+        check_pair(image, reference, str(sample.image), str(sample.reference))
+        decoded = [image, reference, load_parsing(sample.parsing)]
     check_model_files(args)
     if args.model is not None:
         from s3pot.core.manifest import read_manifest
         read_manifest(args.model)
-    if args.input_dir is not None:
-        return None
-    sample = samples[0]
-    for path, what in ((sample.image, "image"), (sample.reference, "reference"),
-                       (sample.parsing, "parsing mask")):
-        check_file(path, what)
-    image, reference = load_image(sample.image), load_image(sample.reference)
-    check_pair(image, reference, str(sample.image), str(sample.reference))
-    return [image, reference, load_parsing(sample.parsing)]
+    return decoded
 
 
 def run(args) -> int:

@@ -76,3 +76,14 @@ def _write_report(update: dict) -> None:
     data = json.loads(report.read_text()) if report.is_file() else {}
     data.update(update)
     report.write_text(json.dumps(data, indent=1))
+
+
+def test_vit_b_cli_onnxruntime_matches_torch(vit_b_export, tmp_path):
+    """`s3pot segment --backend onnxruntime --model DIR` against `--backend torch` on the same
+    seeded random weights: same prompts, mask IoU >= 0.999."""
+    from helpers import run_both_backends
+
+    folder, _, _ = vit_b_export
+    got = run_both_backends(folder, ["--variant", "vit_b", "--random-weights", "--seed", "0"], tmp_path)
+    assert got["same_prompts"] and got["iou"] >= 0.999, got
+    _write_report({"cli_vit_b_onnxruntime_vs_torch": got})
