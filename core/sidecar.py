@@ -3,7 +3,13 @@
 A TensorRT plan only runs on the TensorRT version and the GPU it was built with, and it cannot be
 checked before deserialisation (which fails with the reason only in TensorRT's log). So
 ``s3pot build`` writes ``STAGE.engine.json`` beside each ``STAGE.engine`` and the runtime compares
-it with the machine before reading the plan. Schema (``format`` ``s3pot-engine``, ``version`` 1)::
+it with the machine before reading the plan. Engines live in the export folder they were built
+from, one folder per precision (:func:`engine_dir`, :func:`engine_path`)::
+
+    DIR/engines/PRECISION/STAGE.engine         the plan
+    DIR/engines/PRECISION/STAGE.engine.json    its sidecar
+
+Sidecar schema (``format`` ``s3pot-engine``, ``version`` 1)::
 
     stage, precision                     which stage, "fp32" or "fp16"
     tensorrt_version                     full version string, e.g. "10.16.0.1"
@@ -33,6 +39,8 @@ SIDECAR_FORMAT = "s3pot-engine"
 SIDECAR_VERSION = 1
 SIDECAR_SUFFIX = ".json"  # encoder.engine -> encoder.engine.json
 ENGINE_SUFFIX = ".engine"
+#: The folder of an export that holds its engines, one subfolder per precision.
+ENGINES_FOLDER = "engines"
 #: Every refusal ends with ": rebuild it with `s3pot build ...`".
 REBUILD = "rebuild it with"
 
@@ -69,6 +77,17 @@ class Sidecar:
 
 
 _FIELDS = [f.name for f in fields(Sidecar) if f.name != "engine"]
+
+
+def engine_dir(model_dir, precision: str, out=None) -> Path:
+    """``DIR/engines/PRECISION`` (or ``OUT/PRECISION``)."""
+    root = Path(out) if out is not None else Path(model_dir) / ENGINES_FOLDER
+    return root / precision
+
+
+def engine_path(model_dir, stage: str, precision: str, out=None) -> Path:
+    """``DIR/engines/PRECISION/STAGE.engine`` (or ``OUT/PRECISION/STAGE.engine``)."""
+    return engine_dir(model_dir, precision, out) / f"{stage}{ENGINE_SUFFIX}"
 
 
 def sidecar_path(engine) -> Path:

@@ -39,6 +39,10 @@ EXTERNAL_DATA_BYTES = 1_900_000_000
 #: Largest relative L2 error between a graph in ONNX Runtime and its PyTorch stage.
 FP32_TOLERANCE = 1e-4
 SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
+#: onnxsim passes that leave the standard operator set (see :func:`simplify`).
+NON_PORTABLE_PASSES = ["fuse_attention"]
+#: Operator domains every backend parses.
+STANDARD_DOMAINS = ("", "ai.onnx")
 #: onnxsim: same graph and speed as onnxslim on ViT-B, 6x quicker, and it simplifies ViT-H's
 #: 2.5 GB encoder, where onnxslim 0.1.98 fails (its shape inference serialises the whole proto).
 DEFAULT_SIMPLIFIER = "onnxsim"
@@ -115,7 +119,10 @@ def simplify(model, tool: str = DEFAULT_SIMPLIFIER):
     if tool == "onnxsim":
         onnxsim = require("onnxsim", "onnxsim")
         with contextlib.redirect_stdout(io.StringIO()) as said:  # its notes go to the log
-            simplified, ok = onnxsim.simplify(model)
+            # onnxsim 0.8's fuse_attention pass rewrites attention into ONNX Runtime's contrib
+            # op com.microsoft::Attention, which TensorRT's parser (and OpenVINO's) reject: the
+            # graphs must stay in the standard domain for every backend.
+            simplified, ok = onnxsim.simplify(model, skipped_optimizers=NON_PORTABLE_PASSES)
         if said.getvalue().strip():
             log.info("onnxsim: %s", " ".join(said.getvalue().split()))
         if not ok:
@@ -178,7 +185,8 @@ def externalisable(model, min_bytes: int = 1024) -> int:
 
 
 def check_model(path: Path) -> None:
-    """Full ``onnx.checker`` (shape inference included), by path so external data is allowed."""
+    """Full ``onnx.checker`` (shape inference included), by path so external data is allowed;
+    and only standard-domain operators, so that TensorRT, OpenVINO and ONNX Runtime all parse it."""
     import onnx
 
     try:
@@ -186,6 +194,12 @@ def check_model(path: Path) -> None:
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"'{path}': the ONNX checker refused the graph: "
                           f"{str(exc).splitlines()[0]}") from None
+    model = onnx.load(str(path), load_external_data=False)
+    foreign = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node
+                      if n.domain not in STANDARD_DOMAINS})
+    if foreign:
+        raise ExportError(f"'{path}': expected only standard ONNX operators, got {', '.join(foreign)} "
+                          "(runtime-specific ops that TensorRT cannot parse)")
 
 
 def ort_session(path: Path, threads: int = 0):

@@ -14,9 +14,24 @@ The fake fails a build where TensorRT documents a failure: FP16 on a strongly ty
 network's inputs, a timing cache from another device; and where the test asks (``fake.fail_build``).
 It records what the builder asked for in ``fake.record``; ``build_serialized_network`` returns
 bytes that :func:`decode_plan` turns back into that record.
+
+The runtime half (``Runtime.deserialize_cuda_engine``, ``ICudaEngine``, ``IExecutionContext``, the
+same files) computes for real: the plan names the ONNX graph it was parsed from, and
+``execute_async_v3`` runs that graph in ONNX Runtime on the CPU, reading each input from and
+writing each output to the address bound with ``set_tensor_address``. Those addresses must be host
+memory: a NumPy array's, or a "device" array of Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``),
+which is host memory too; handed real GPU memory, the fake would crash the process.
+``deserialize_cuda_engine`` refuses (returns None, the reason logged) a plan of another TensorRT
+version or compute capability, as TensorRT does; it records every call in
+``fake.record.deserialized``, every run in ``fake.record.executions``. A fake CUDA runtime can set
+``fake.stream_capture`` (stream handle -> a list collecting captured work, or None) to capture
+``execute_async_v3`` into a graph instead of running it. Names are the Python bindings': e.g.
+``IExecutionContext.all_binding_shapes_specified`` (C++ ``allInputDimensionsSpecified``; there is
+no ``all_input_dimensions_specified`` in Python), and ``all_shape_inputs_specified`` only on 10.x.
 """
 from __future__ import annotations
 
+import ctypes
 import enum
 import json
 import types
@@ -40,9 +55,15 @@ _ONNX_TO_LAYER = {
     "Squeeze": "SHUFFLE", "Concat": "CONCATENATION", "Slice": "SLICE", "Constant": "CONSTANT",
     "Identity": "IDENTITY", "Relu": "ACTIVATION", "Sigmoid": "ACTIVATION", "Tanh": "ACTIVATION",
     "Where": "SELECT", "Resize": "RESIZE",
+    # what `s3pot export --simplifier onnxslim` graphs of the tiny variant add (onnx-tensorrt
+    # imports each of them; Attention of the com.microsoft domain, from onnxsim, it does not)
+    "Einsum": "EINSUM", "Pad": "SLICE", "Split": "SLICE", "Expand": "SLICE",
+    "ConstantOfShape": "FILL", "Equal": "ELEMENTWISE",
 }
 _ELEMENTWISE_OPS = {"Add": "SUM", "Mul": "PROD", "Sub": "SUB", "Div": "DIV", "Pow": "POW",
-                    "Max": "MAX", "Min": "MIN"}
+                    "Max": "MAX", "Min": "MIN", "Equal": "EQUAL"}
+#: ONNX domains whose operators TensorRT's ONNX parser imports (not com.microsoft's).
+_ONNX_DOMAINS = ("", "ai.onnx")
 _UNARY_OPS = {"Sqrt": "SQRT", "Erf": "ERF", "Exp": "EXP", "Log": "LOG", "Neg": "NEG",
               "Abs": "ABS", "Sin": "SIN", "Cos": "COS"}
 _ONNX_TO_DTYPE = {TensorProto.FLOAT: "FLOAT", TensorProto.FLOAT16: "HALF",
@@ -87,9 +108,12 @@ def make_fake_tensorrt(version: str, *, gpu_name: str = "Fake GPU",
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     trt.record = types.SimpleNamespace(builds=[], parsed=[], host_code_sets=[], networks=[],
-                                       configs=[])
+                                       configs=[], deserialized=[], contexts=[], executions=[],
+                                       captured=[])
     trt.fail_build = None  # a message: the next builds fail with it
+    trt.stream_capture = None  # stream handle -> list collecting captured work, or None
     device = f"{gpu_name}|{compute_capability}|{version}"
+    machine = {"gpu_name": gpu_name, "compute_capability": compute_capability}
 
     # -- enums ---------------------------------------------------------------------------------
     severity = _enum("Severity", ["INTERNAL_ERROR", "ERROR", "WARNING", "INFO", "VERBOSE"])
@@ -207,7 +231,7 @@ def make_fake_tensorrt(version: str, *, gpu_name: str = "Fake GPU",
     class INetworkDefinition:
         def __init__(self, flags):
             self.flags, self.name = flags, "network"
-            self._inputs, self._outputs, self._layers = [], [], []
+            self._inputs, self._outputs, self._layers, self._io = [], [], [], []
             self.parsed_file = None
 
         def get_flag(self, flag):
@@ -388,7 +412,7 @@ def make_fake_tensorrt(version: str, *, gpu_name: str = "Fake GPU",
 
         def build_serialized_network(self, network, config):
             error = trt.fail_build or _build_error(trt, weak, network, config)
-            record = None if error else _build_record(trt, network, config)
+            record = None if error else {**_build_record(trt, network, config), "device": machine}
             trt.record.builds.append(record if record else {"error": error})
             if error:
                 self.logger.log(severity.ERROR, error)
@@ -404,6 +428,36 @@ def make_fake_tensorrt(version: str, *, gpu_name: str = "Fake GPU",
         def __init__(self, logger):
             self.logger, self._host_code = logger, False
 
+        def deserialize_cuda_engine(self, serialized_engine):
+            """The engine, or None with the reason logged (TensorRT checks only here)."""
+            data = bytes(memoryview(serialized_engine))
+            trt.record.deserialized.append(len(data))
+            if not data.startswith(PLAN_MAGIC):
+                self.logger.log(severity.ERROR, "IRuntime::deserializeCudaEngine: Error Code 1: "
+                                "Serialization (Serialization assertion magicTagRead == kMAGIC_TAG "
+                                "failed.Magic tag does not match)")
+                return None
+            record = decode_plan(data)
+            if record["version"] != version:
+                self.logger.log(severity.ERROR, "IRuntime::deserializeCudaEngine: Error Code 6: "
+                                "API Usage Error (The engine plan file is not compatible with this "
+                                f"version of TensorRT, expecting library version {version} got "
+                                f"{record['version']}, please rebuild.)")
+                return None
+            built_on = record["device"]
+            if built_on["compute_capability"] != compute_capability:
+                self.logger.log(severity.ERROR, "IRuntime::deserializeCudaEngine: Error Code 6: "
+                                "API Usage Error (The engine plan file is generated on an "
+                                "incompatible device, expecting compute "
+                                f"{compute_capability} got compute "
+                                f"{built_on['compute_capability']}, please rebuild.)")
+                return None
+            if built_on["gpu_name"] != gpu_name:  # same compute capability: only a warning (#4233)
+                self.logger.log(severity.WARNING, "Using an engine plan file across different "
+                                "models of devices is not supported and is likely to affect "
+                                "performance or even cause errors.")
+            return ICudaEngine(record, self.logger)
+
         @property
         def engine_host_code_allowed(self):
             return self._host_code
@@ -413,7 +467,9 @@ def make_fake_tensorrt(version: str, *, gpu_name: str = "Fake GPU",
             trt.record.host_code_sets.append(bool(value))
             self._host_code = bool(value)
 
+    ICudaEngine, IExecutionContext = _runtime_classes(trt, severity, weak)
     trt.Builder, trt.Runtime = Builder, Runtime
+    trt.ICudaEngine, trt.IExecutionContext = ICudaEngine, IExecutionContext
     trt.IBuilderConfig, trt.IOptimizationProfile, trt.ITimingCache = (
         IBuilderConfig, IOptimizationProfile, ITimingCache)
     return trt
@@ -442,6 +498,8 @@ def _network_from_onnx(trt, network, model, ITensor, LayerState, ParserError) ->
         network._inputs.append(tensors[info.name])
     for index, node in enumerate(graph.node):
         kind = "REDUCE" if node.op_type.startswith("Reduce") else _ONNX_TO_LAYER.get(node.op_type)
+        if node.domain not in _ONNX_DOMAINS:
+            kind = None
         name = node.name or f"{node.op_type}_{index}"
         if kind is None:
             raise _ParseFailure(ParserError(f"No importer registered for op: {node.op_type}",
@@ -456,6 +514,19 @@ def _network_from_onnx(trt, network, model, ITensor, LayerState, ParserError) ->
         tensors.update({t.name: t for t in outputs})
         network._layers.append(LayerState(name, trt.LayerType[kind], outputs, op))
     network._outputs = [tensors[o.name] for o in graph.output]
+    network._io = [_io_entry(info, mode, tensors[info.name].dtype.name)
+                   for mode, infos in (("INPUT", graph.input), ("OUTPUT", graph.output))
+                   for info in infos if info.name not in initializers]
+
+
+def _io_entry(info, mode: str, dtype: str) -> dict:
+    """An engine IO tensor: shape with -1 for dynamic axes, and the ONNX dims (names for dynamic
+    ones; None when ONNX does not know the rank) that the fake engine resolves at run time."""
+    tensor = info.type.tensor_type
+    dims = ([d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+             for d in tensor.shape.dim] if tensor.HasField("shape") else None)
+    shape = None if dims is None else [d if isinstance(d, int) else -1 for d in dims]
+    return {"name": info.name, "mode": mode, "dtype": dtype, "shape": shape, "dims": dims}
 
 
 def _dtype(trt, elem_type: int, name: str):
@@ -497,7 +568,7 @@ def _build_record(trt, network, config) -> dict:
                      "outputs": {str(j): t.name for j, t in s.output_types.items()}}
             for s in network._layers if s.precision_set or s.output_types}
     return {
-        "version": trt.__version__, "network_flags": network.flags,
+        "version": trt.__version__, "network_flags": network.flags, "io": network._io,
         "strongly_typed": network.strongly_typed, "parsed_file": network.parsed_file,
         "flags": sorted(f.name for f in config._flags), "pins": pins,
         "profiles": [{k: [list(s) for s in v] for k, v in p.shapes.items()} for p in config.profiles],
@@ -508,6 +579,206 @@ def _build_record(trt, network, config) -> dict:
         "layers": {s.name: {"type": s.type.name, "dtypes": [o.dtype.name for o in s.outputs]}
                    for s in network._layers},
     }
+
+
+# -- runtime: engines and execution contexts ------------------------------------------------------
+_NPTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
+            "INT64": np.int64, "BOOL": np.bool_, "UINT8": np.uint8}
+
+
+class Dims(tuple):
+    """``trt.Dims``: a shape, iterable and indexable; -1 marks an axis not known yet."""
+
+
+def host_memory(address: int, shape, dtype) -> np.ndarray:
+    """The ``shape`` array of ``dtype`` at ``address`` (host memory: see the module docstring)."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = (ctypes.c_char * (count * dtype.itemsize)).from_address(address)
+    return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+
+def _runtime_classes(trt, severity, weak: bool):
+    """``ICudaEngine`` and ``IExecutionContext`` of the fake (``python/src/infer/pyCore.cpp``)."""
+    trt.TensorIOMode = _enum("TensorIOMode", ["NONE", "INPUT", "OUTPUT"])
+
+    def nptype(trt_type):
+        if trt_type.name not in _NPTYPES:
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+        return _NPTYPES[trt_type.name]
+
+    trt.nptype = nptype
+
+    class ICudaEngine:
+        def __init__(self, record, logger):
+            self.record, self.logger = record, logger
+            self._io = {t["name"]: t for t in record["io"]}
+            self._names = [t["name"] for t in record["io"]]
+            self._session, self._shape_cache = None, {}
+
+        name = property(lambda self: Path(self.record["parsed_file"]).stem)
+        num_io_tensors = property(lambda self: len(self._names))
+        num_optimization_profiles = property(lambda self: len(self.record["profiles"]))
+
+        def __getitem__(self, index):
+            return self._names[index]
+
+        def get_tensor_name(self, index):
+            return self._names[index]
+
+        def get_tensor_mode(self, name):
+            tensor = self._io.get(name)
+            return trt.TensorIOMode[tensor["mode"]] if tensor else trt.TensorIOMode.NONE
+
+        def get_tensor_dtype(self, name):
+            return trt.DataType[self._io[name]["dtype"]]
+
+        def get_tensor_shape(self, name):
+            tensor = self._io.get(name)
+            return Dims(tensor["shape"] or []) if tensor else Dims([-1])
+
+        def get_tensor_profile_shape(self, name, profile_index):
+            profiles = self.record["profiles"]
+            if not 0 <= profile_index < len(profiles) or name not in profiles[profile_index]:
+                self.logger.log(severity.ERROR, f"getProfileShape: {name!r} is not an input of "
+                                f"profile {profile_index}")
+                return [Dims([-1])] * 3  # TensorRT answers invalid dims rather than raising
+            return [Dims(shape) for shape in profiles[profile_index][name]]
+
+        def create_execution_context(self, strategy=None):
+            context = IExecutionContext(self)
+            trt.record.contexts.append(self.name)
+            return context
+
+        # -- what the fake adds: running the parsed graph ---------------------------------------
+        def session(self):
+            if self._session is None:
+                import onnxruntime as ort
+
+                options = ort.SessionOptions()
+                options.log_severity_level = 3
+                self._session = ort.InferenceSession(self.record["parsed_file"], options,
+                                                     providers=["CPUExecutionProvider"])
+            return self._session
+
+        def output_shapes(self, input_shapes: dict) -> dict:
+            """Each output's shape for these input shapes: from the ONNX dim names an input shares,
+            else by running the graph once on zeros (cached)."""
+            sizes = {}
+            for name, shape in input_shapes.items():
+                for dim, size in zip(self._io[name]["dims"], shape):
+                    if isinstance(dim, str):
+                        sizes[dim] = size
+            outputs = [t for t in self.record["io"] if t["mode"] == "OUTPUT"]
+            if all(t["dims"] is not None and all(isinstance(d, int) or d in sizes for d in t["dims"])
+                   for t in outputs):
+                return {t["name"]: tuple(sizes.get(d, d) for d in t["dims"]) for t in outputs}
+            key = tuple(sorted(input_shapes.items()))
+            if key not in self._shape_cache:
+                feeds = {name: np.zeros(shape, nptype(self.get_tensor_dtype(name)))
+                         for name, shape in input_shapes.items()}
+                values = self.session().run([t["name"] for t in outputs], feeds)
+                self._shape_cache[key] = {t["name"]: v.shape for t, v in zip(outputs, values)}
+            return self._shape_cache[key]
+
+    class IExecutionContext:
+        def __init__(self, engine):
+            self._engine, self._shapes, self._addresses = engine, {}, {}
+
+        engine = property(lambda self: self._engine)
+        active_optimization_profile = property(lambda self: 0)
+
+        def _inputs(self):
+            return [n for n in self._engine._names
+                    if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+
+        def _error(self, message):
+            self._engine.logger.log(severity.ERROR, message)
+            return False
+
+        def set_optimization_profile_async(self, profile_index, stream_handle):
+            if profile_index != 0:
+                return self._error(f"setOptimizationProfileAsync: profile {profile_index} of 1")
+            return True
+
+        def set_input_shape(self, name, shape):
+            shape = tuple(int(d) for d in shape)
+            if name not in self._inputs():
+                return self._error(f"setInputShape: {name!r} is not an input tensor")
+            declared = self._engine._io[name]["shape"]
+            lo, _, hi = self._engine.record["profiles"][0][name]
+            if len(shape) != len(declared) or any(d != -1 and d != s for d, s in zip(declared, shape)):
+                return self._error(f"setInputShape: {name!r}: {shape} does not fit {declared}")
+            if any(not a <= s <= b for a, s, b in zip(lo, shape, hi)):
+                return self._error(f"setInputShape: {name!r}: {shape} is outside the optimization "
+                                   f"profile [{lo}, {hi}]")
+            self._shapes[name] = shape
+            return True
+
+        def _input_shape(self, name):
+            declared = self._engine._io[name]["shape"]
+            return self._shapes.get(name, tuple(declared) if -1 not in declared else None)
+
+        def infer_shapes(self):
+            return [n for n in self._inputs() if self._input_shape(n) is None]
+
+        @property
+        def all_binding_shapes_specified(self):
+            return not self.infer_shapes()
+
+        def get_tensor_shape(self, name):
+            if name in self._inputs():
+                return Dims(self._input_shape(name) or self._engine.get_tensor_shape(name))
+            if name not in self._engine._io:
+                return Dims([-1])
+            if self.infer_shapes():
+                return self._engine.get_tensor_shape(name)
+            shapes = {n: self._input_shape(n) for n in self._inputs()}
+            return Dims(self._engine.output_shapes(shapes)[name])
+
+        def set_tensor_address(self, name, memory):
+            if name not in self._engine._io:
+                return self._error(f"setTensorAddress: {name!r} is not an input or output tensor")
+            self._addresses[name] = int(memory)
+            return True
+
+        def get_tensor_address(self, name):
+            return self._addresses.get(name, 0)
+
+        def execute_async_v3(self, stream_handle):
+            missing = self.infer_shapes()
+            if missing:
+                return self._error(f"IExecutionContext::enqueueV3: input shapes of {missing} "
+                                   "not specified (setInputShape)")
+            unbound = [n for n in self._engine._names if not self._addresses.get(n)]
+            if unbound:
+                return self._error(f"IExecutionContext::enqueueV3: no address set for {unbound} "
+                                   "(setTensorAddress)")
+            shapes = {n: self._input_shape(n) for n in self._inputs()}
+            addresses = dict(self._addresses)
+            sink = trt.stream_capture(int(stream_handle)) if trt.stream_capture else None
+            if sink is not None:  # captured into a graph: runs when the graph is launched
+                sink.append(lambda: self._run(shapes, addresses, stream_handle))
+                trt.record.captured.append(self._engine.name)
+                return True
+            self._run(shapes, addresses, stream_handle)
+            return True
+
+        def _run(self, shapes, addresses, stream_handle):
+            engine = self._engine
+            feeds = {n: host_memory(addresses[n], shape, nptype(engine.get_tensor_dtype(n))).copy()
+                     for n, shape in shapes.items()}
+            names = [n for n in engine._names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+            expected = engine.output_shapes(shapes)
+            for name, value in zip(names, engine.session().run(names, feeds)):
+                assert value.shape == tuple(expected[name]), (name, value.shape, expected[name])
+                host_memory(addresses[name], value.shape, value.dtype)[...] = value
+            trt.record.executions.append({"engine": engine.name, "shapes": shapes,
+                                          "stream": int(stream_handle)})
+
+    if weak:  # removed in 11.x
+        IExecutionContext.all_shape_inputs_specified = property(lambda self: True)
+    return ICudaEngine, IExecutionContext
 
 
 # -- tiny export folders -------------------------------------------------------------------------

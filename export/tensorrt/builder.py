@@ -23,31 +23,19 @@ from s3pot.core.atomic import write_bytes_atomic
 from s3pot.core.errors import ExportError
 from s3pot.core.io_table import STAGES, get_stage
 from s3pot.core.manifest import read_manifest, verify_graph
-from s3pot.core.sidecar import (ENGINE_SUFFIX, REBUILD, Sidecar, check_plan, check_sidecar,
-                                now_iso, profile_json, read_sidecar, s3pot_version, sidecar_path,
+from s3pot.core.sidecar import (REBUILD, Sidecar, check_plan, check_sidecar, engine_path, now_iso,
+                                profile_json, read_sidecar, s3pot_version, sidecar_path,
                                 write_sidecar)
 
 from s3pot.core import gpu as device
 from . import timing_cache
 from s3pot.core.gpu import GpuInfo
-from .lazy import import_tensorrt, tensorrt_major
+from s3pot.core.tensorrt import import_tensorrt, tensorrt_major
 from .recipe import FP32_ELEMENTWISE_OPS, FP32_LAYER_TYPES, FP32_UNARY_OPS, Recipe, recipe_for
 
 log = logging.getLogger(__name__)
 
-ENGINES_FOLDER = "engines"
 _FLOAT_TYPES = ("float32", "float16", "bfloat16")
-
-
-# -- where engines go --------------------------------------------------------------------------
-def engine_dir(model_dir, precision: str, out=None) -> Path:
-    """``DIR/engines/PRECISION`` (or ``OUT/PRECISION``)."""
-    root = Path(out) if out is not None else Path(model_dir) / ENGINES_FOLDER
-    return root / precision
-
-
-def engine_path(model_dir, stage: str, precision: str, out=None) -> Path:
-    return engine_dir(model_dir, precision, out) / f"{stage}{ENGINE_SUFFIX}"
 
 
 @dataclass(frozen=True)

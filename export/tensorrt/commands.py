@@ -20,8 +20,9 @@ from pathlib import Path
 from s3pot.core.errors import ExportError
 from s3pot.core.io_table import STAGES, get_stage
 from s3pot.core.manifest import read_manifest
+from s3pot.core.sidecar import engine_path
 
-from .builder import engine_path, graph_entry_for
+from .builder import graph_entry_for
 from .recipe import Recipe, is_fp32_onnx_op, recipe_for
 from .timing_cache import TIMING_CACHE_SUFFIX, default_cache_dir
 

@@ -23,7 +23,7 @@ from s3pot.core.errors import ExportError
 from s3pot.core.manifest import PRECISIONS
 
 from ..fp16 import FP32_OPS
-from .lazy import SUPPORTED_MAJORS
+from s3pot.core.tensorrt import SUPPORTED_MAJORS
 
 #: TensorRT layer types computed in FP32 inside an FP16 engine (TensorRT 10, weak typing).
 FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")

@@ -325,3 +325,24 @@ def test_export_of_a_checkpoint_and_adapter_records_both_and_runs_as_trained(tmp
         "adapter": {"name": "adapter.pt", "sha256": sha256_file(adapter)}}
     assert (manifest["normalization"], manifest["face_set"]) == ("unit", [1, 2, 3, 5, 6, 9, 10])
     assert _stage_parity(out, source, SA, {NUM_POINTS.name: 37}) < FP32_TOL
+
+
+def test_graphs_use_only_standard_operators(tiny_export, tmp_path):
+    """No runtime-specific contrib ops (onnxsim 0.8 fuses attention into com.microsoft::Attention
+    unless told not to; TensorRT cannot parse that)."""
+    import onnx
+    from onnx import helper
+
+    folder, manifest, _ = tiny_export
+    for stage in STAGES:
+        for precision, entry in manifest["graphs"][stage].items():
+            model = onnx.load(str(folder / entry["file"]), load_external_data=False)
+            assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, (stage, precision)
+    model = onnx.load(str(folder / "sa.onnx"))
+    model.graph.node.append(helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft"))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    model.graph.value_info.clear()
+    path = tmp_path / "contrib.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ExportError, match=r"expected only standard ONNX operators, got com\.microsoft::Gelu"):
+        onnx_export.check_model(path)

@@ -13,8 +13,8 @@ from fake_tensorrt import (FP32_NODES, OTHER_NODES, decode_plan, graph_file, mak
 from s3pot.core.errors import ExportError
 from s3pot.core.io_table import STAGES, get_stage
 from s3pot.core.manifest import read_manifest, write_manifest
-from s3pot.core.sidecar import read_sidecar, sidecar_path
-from s3pot.export.tensorrt import GpuInfo, build_engines, engine_path
+from s3pot.core.sidecar import engine_path, read_sidecar, sidecar_path
+from s3pot.export.tensorrt import GpuInfo, build_engines
 from s3pot.export.tensorrt.timing_cache import timing_cache_path
 
 TRT10, TRT11 = "10.16.0.1", "11.1.0.5"

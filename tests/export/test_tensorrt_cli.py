@@ -108,7 +108,7 @@ def test_print_commands_trt10_without_tensorrt(export_dir, capsys, no_tensorrt):
     assert "--stronglyTyped" not in trtexec and "--noTF32" not in trtexec
     assert "--minShapes=pixels:1x3x1024x1024" in trtexec
     assert "--optShapes=pixels:2x3x1024x1024" in trtexec
-    assert "--maxShapes=pixels:2x3x1024x1024" in trtexec
+    assert "--maxShapes=pixels:8x3x1024x1024" in trtexec
     precisions = next(a for a in trtexec if a.startswith("--layerPrecisions="))
     assert sorted(precisions.split("=", 1)[1].split(",")) == sorted(f"{n}:fp32" for n in FP32_NODES)
     outputs = next(a for a in trtexec if a.startswith("--layerOutputTypes="))

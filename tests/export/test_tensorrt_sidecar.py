@@ -38,7 +38,7 @@ def test_round_trip(engine):
     sidecar = read_sidecar(engine)
     assert sidecar.engine == engine and read_sidecar(sidecar_path(engine)) == sidecar
     assert sidecar.profiles == [{PIXELS: {"min": [1, 3, 1024, 1024], "opt": [2, 3, 1024, 1024],
-                                            "max": [2, 3, 1024, 1024]}}]
+                                            "max": [8, 3, 1024, 1024]}}]
     data = json.loads(sidecar_path(engine).read_text())
     assert data["format"] == "s3pot-engine" and data["version"] == 1 and "engine" not in data
     assert check_engine(engine, **MACHINE, precision="fp16") == sidecar

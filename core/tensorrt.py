@@ -1,14 +1,18 @@
 """TensorRT imported on demand, with the exact install command when it is missing.
 
-Nothing in :mod:`s3pot.export.tensorrt` imports ``tensorrt`` at module level; every function that
-needs it calls :func:`import_tensorrt`. The major version picks the build recipe
-(:mod:`.recipe`): 10.x is weakly typed, 11.x strongly typed only.
+Nothing in s3pot imports ``tensorrt`` at module level: the engine builder
+(:mod:`s3pot.export.tensorrt`) and the TensorRT runtime backend
+(:mod:`s3pot.runtime.backends.tensorrt`) call :func:`import_tensorrt` inside the functions that
+need it. The major version picks the build recipe (10.x is weakly typed, 11.x strongly typed
+only) and the runtime API calls that differ between the two.
+
+Plain Python only, so that :mod:`s3pot.core` stays importable on machines without TensorRT.
 """
 from __future__ import annotations
 
-from s3pot.core.errors import ExportError, MissingDependencyError
+from .errors import ExportError, MissingDependencyError
 
-#: Majors whose Python API this package is written against (see shared/notes/TENSORRT.md).
+#: Majors whose Python API s3pot is written against (see shared/notes/TENSORRT.md).
 SUPPORTED_MAJORS = (10, 11)
 
 INSTALL_HINT = ("pip install 'tensorrt-cu12>=10' (CUDA 12 driver; 'tensorrt-cu13>=10' for a "
@@ -24,7 +28,6 @@ def import_tensorrt():
         detail = "" if exc.name == "tensorrt" else f" (importing it failed: {exc})"
         raise MissingDependencyError(f"TensorRT is not installed{detail}: {INSTALL_HINT}") from None
     return tensorrt
-
 
 
 def major_of(version: str) -> int:
