@@ -11,7 +11,7 @@ sys.path.insert(0, str(TESTS))  # tests/oracle.py, tests/helpers.py
 
 #: Public-domain face photos (see faces/SOURCE.md), kept in the repository so no test depends
 #: on files outside it.
-FACES = TESTS / "data" / "faces"
+FACES = TESTS / "faces"
 
 
 def _has_gpu() -> bool:

@@ -339,7 +339,8 @@ def test_graphs_use_only_standard_operators(tiny_export, tmp_path):
             model = onnx.load(str(folder / entry["file"]), load_external_data=False)
             assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}, (stage, precision)
     model = onnx.load(str(folder / "sa.onnx"))
-    model.graph.node.append(helper.make_node("Gelu", ["x"], ["y"], domain="com.microsoft"))
+    model.graph.node.append(helper.make_node("Gelu", [model.graph.input[0].name], ["gelu_out"],
+                                             domain="com.microsoft"))
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     model.graph.value_info.clear()
     path = tmp_path / "contrib.onnx"

@@ -308,3 +308,20 @@ def test_real_engines_on_the_gpu(tmp_path):
         # S is computed on the device up to float32 rounding: near-ties may pair differently
         assert np.setxor1d(on_device.occlusion, on_host.occlusion).size <= 0.02 * face.size
     reference.deactivate()
+
+
+def test_cli_refuses_engines_of_another_tensorrt_in_one_line(built, machine, tmp_path, capsys):
+    """`s3pot segment --backend tensorrt` on engines another TensorRT built: exit 2, one line
+    naming both versions, nothing written."""
+    from s3pot.runtime.cli import EXIT_USER_ERROR, main
+
+    machine("10.16.1.2", GPU)
+    data = ROOT / "tests" / "data"
+    out = tmp_path / "out"
+    code = main(["segment", "--backend", "tensorrt", "--model", str(built), "--out", str(out),
+                 "--image", str(data / "obama_face.jpg"), "--reference", str(data / "obama_face_ref.jpg"),
+                 "--parsing", str(data / "obama_face_parsing_mask.npy")])
+    err = capsys.readouterr().err
+    assert code == EXIT_USER_ERROR and not out.exists()
+    assert err.count("\n") == 1 and err.startswith("s3pot: error: engine ")
+    assert "TensorRT 10.16.0.1" in err and "10.16.1.2" in err
