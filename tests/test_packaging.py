@@ -96,10 +96,11 @@ assert not failed
 
 
 def test_runtime_core_imports_without_torch():
-    """The lean runtime: pipeline, preprocessing, I/O, kernels, the ONNX Runtime backend and the
-    TensorRT builder import with torch blocked."""
+    """The lean runtime: pipeline, preprocessing, I/O, kernels, the ONNX Runtime and TensorRT
+    backends, the TensorRT builder and every CLI tool's module import with torch blocked; the
+    tool that needs torch says what to install."""
     code = r"""
-import sys
+import importlib, sys, s3pot.core.errors
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split('.')[0] == 'torch':
@@ -109,6 +110,19 @@ import s3pot.runtime.pipeline, s3pot.runtime.preprocess, s3pot.runtime.io, s3pot
 import s3pot.runtime.visualize, s3pot.runtime.cli, s3pot.kernels
 import s3pot.core.io_table, s3pot.core.manifest, s3pot.core.sidecar, s3pot.runtime.backends.onnxruntime
 import s3pot.export.tensorrt, s3pot.runtime.cli.build
+import s3pot.runtime.backends.base, s3pot.runtime.backends.auto, s3pot.runtime.backends.tensorrt
+import s3pot.models.registry
+from s3pot.runtime.cli import TOOLS, build_parser
+for tool in TOOLS:
+    importlib.import_module(f's3pot.runtime.cli.{TOOLS[tool]}')
+    if tool != 'export':  # export reads its options from the exporter: it needs torch
+        build_parser(only=tool)
+try:
+    build_parser(only='export')
+except s3pot.core.errors.MissingDependencyError as exc:
+    assert "pip install 's3pot-rt[torch]'" in str(exc), exc
+else:
+    raise AssertionError('export without torch did not say what to install')
 assert 'torch' not in sys.modules
 """
     _run([sys.executable, "-c", code], cwd="/")

@@ -159,3 +159,14 @@ def test_outputs_honour_the_umask(tiny_export_dir, tmp_path):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()}
     assert set(modes.values()) == {0o640}, modes
+
+
+def test_first_run_says_the_numba_kernels_compile(tiny_export_dir, tmp_path, capsys, monkeypatch):
+    from s3pot.kernels import numba_cpu
+
+    monkeypatch.setattr(numba_cpu, "cache_is_warm", lambda: False)
+    assert main(["segment", *SINGLE, "--model", str(tiny_export_dir), "--out", str(tmp_path / "o")]) == 0
+    assert "compiling the Numba prompt-selection kernels (first run" in capsys.readouterr().err
+    monkeypatch.setattr(numba_cpu, "cache_is_warm", lambda: True)
+    assert main(["segment", *SINGLE, "--model", str(tiny_export_dir), "--out", str(tmp_path / "p")]) == 0
+    assert "compiling" not in capsys.readouterr().err
