@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     for backend in args.backends:
         print(f"{backend}: running in a fresh process ...", file=sys.stderr, flush=True)
         results[backend] = run_child(backend, folder, args.variant, args.precision, args.repeat)
-    lines = [f"| backend | peak host memory | pipeline build | first segment | next segment |",
+    lines = ["| backend | peak host memory | pipeline build | first segment | next segment |",
              "| --- | --- | --- | --- | --- |"]
     for backend, r in results.items():
         times = r["segment_s"]

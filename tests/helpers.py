@@ -59,3 +59,21 @@ def run_both_backends(export_dir, torch_args: list[str], tmp_path, sample: str =
     union = np.logical_or(ort_mask, torch_mask).sum()
     iou = 1.0 if union == 0 else float(np.logical_and(ort_mask, torch_mask).sum() / union)
     return {"same_prompts": same, "iou": iou}
+
+
+def run_under_cuda_simulator(cases: Path) -> str:
+    """Run the pytest file ``cases`` in a subprocess with Numba's CUDA simulator on (it must be
+    set before Numba is imported); fails with its output unless every case passed. Returns the
+    summary line."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(cases)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in last and "skipped" not in last, last
+    return last

@@ -60,6 +60,27 @@ class ModelContext:
     trained: dict | None = None  # {normalization, face_set, source} of an adapter, or None
 
 
+def export_context(manifest: dict, folder) -> ModelContext:
+    """What an export folder's graphs (and engines built from them) were made with, from its
+    manifest: a pipeline runs them with exactly this normalisation and face set."""
+    from s3pot.core.spec import resolve_face_set
+
+    trained = {"normalization": manifest["normalization"],
+               "face_set": resolve_face_set(manifest["face_set"]),
+               "source": f"export '{folder}' ({manifest['variant']})"}
+    return ModelContext(variant=manifest["variant"], normalization=manifest["normalization"],
+                        trained=trained)
+
+
+def check_variant(manifest: dict, folder, variant: str | None) -> None:
+    """``variant``, when asked for, must be the export's."""
+    from s3pot.core.errors import ExportError
+
+    if variant is not None and manifest["variant"] != variant:
+        raise ExportError(f"export folder '{folder}': expected variant {variant!r}, got "
+                          f"{manifest['variant']!r} (its manifest)")
+
+
 class Runner:
     """Base class of every backend's runner. Subclasses set :attr:`name` and implement
     ``_activate``, ``_infer`` and ``_deactivate``.

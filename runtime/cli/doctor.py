@@ -51,18 +51,18 @@ def _gpu_rows(rows: list) -> object:
 
 
 def _tensorrt_row(rows: list) -> str | None:
-    package, version = _first_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12")
-    if version is None or importlib.util.find_spec("tensorrt") is None:
-        rows.append(("TensorRT", NO, "not installed: pip install 'tensorrt-cu12>=10' (or -cu13) "
-                                     "for --backend tensorrt and s3pot build"))
-        return None
+    from s3pot.core.tensorrt import INSTALL_HINT, import_tensorrt
+
     try:
-        import tensorrt
-    except Exception as exc:  # installed but its libraries do not load
-        rows.append(("TensorRT", WARN, f"{package} {version} installed but does not import: {exc}"))
+        tensorrt = import_tensorrt()
+    except S3potError as exc:
+        installed = _first_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12")[1]
+        rows.append(("TensorRT", WARN if installed else NO,
+                     str(exc) if installed else f"not installed: {INSTALL_HINT.split(' (')[0]} "
+                                                "for --backend tensorrt and s3pot build"))
         return None
-    rows.append(("TensorRT", OK, f"{tensorrt.__version__}"))
-    return tensorrt.__version__
+    rows.append(("TensorRT", OK, str(tensorrt.__version__)))
+    return str(tensorrt.__version__)
 
 
 def _onnxruntime_row(rows: list) -> None:
@@ -111,7 +111,6 @@ def _model_rows(rows: list, folder: Path, gpu, trt_version: str | None) -> bool:
     """Rows for an export folder; True when at least one backend can run it here."""
     from s3pot.core.io_table import STAGES
     from s3pot.core.manifest import PRECISIONS, read_manifest, verify_graph
-    from s3pot.core.sidecar import check_engine, engine_path
 
     try:
         manifest = read_manifest(folder)
@@ -120,36 +119,39 @@ def _model_rows(rows: list, folder: Path, gpu, trt_version: str | None) -> bool:
         return False
     runnable = False
     for precision in PRECISIONS:
-        if not all(precision in manifest["graphs"].get(s, {}) for s in STAGES):
-            continue
-        try:
-            for stage in STAGES:
-                verify_graph(folder, manifest, stage, precision)
-        except S3potError as exc:
-            rows.append((f"graphs {precision}", NO, str(exc)))
-            continue
-        runnable = True
-        rows.append((f"graphs {precision}", OK, f"{manifest['variant']}, four stages verified "
-                                                "(--backend onnxruntime)"))
-        engines = [engine_path(folder, stage, precision) for stage in STAGES]
-        if not any(e.is_file() for e in engines):
-            continue
-        if gpu is None or trt_version is None:
-            rows.append((f"engines {precision}", WARN, "present, but this machine has no "
-                                                       f"{'GPU' if gpu is None else 'TensorRT'}"))
-            continue
-        try:
-            for stage, engine in zip(STAGES, engines):
-                onnx_sha = manifest["graphs"][stage][precision]["sha256"]
-                check_engine(engine, tensorrt_version=trt_version, gpu_name=gpu.name,
-                             compute_capability=gpu.compute_capability, onnx_sha256=onnx_sha,
-                             precision=precision, model_dir=folder)
-        except S3potError as exc:
-            rows.append((f"engines {precision}", NO, str(exc)))
-            continue
-        rows.append((f"engines {precision}", OK, "four engines built for this TensorRT and GPU "
-                                                 "(--backend tensorrt)"))
+        if all(precision in manifest["graphs"].get(s, {}) for s in STAGES):
+            try:
+                for stage in STAGES:
+                    verify_graph(folder, manifest, stage, precision)
+            except S3potError as exc:
+                rows.append((f"graphs {precision}", NO, str(exc)))
+            else:
+                runnable = True
+                rows.append((f"graphs {precision}", OK, f"{manifest['variant']}, four stages "
+                                                        "verified (--backend onnxruntime)"))
+        runnable = _engine_row(rows, folder, precision, gpu, trt_version) or runnable
     return runnable
+
+
+def _engine_row(rows: list, folder: Path, precision: str, gpu, trt_version: str | None) -> bool:
+    """A row for the engines of ``precision`` (when there are any); True when they run here."""
+    from s3pot.core.io_table import STAGES
+    from s3pot.core.sidecar import engine_path
+    from s3pot.runtime.backends.tensorrt.loader import check_engines, find_engines
+
+    if not any(engine_path(folder, stage, precision).is_file() for stage in STAGES):
+        return False
+    name = f"engines {precision}"
+    if gpu is None or trt_version is None:
+        rows.append((name, WARN, f"present, but this machine has no {'GPU' if gpu is None else 'TensorRT'}"))
+        return False
+    try:
+        check_engines(find_engines(folder, precision=precision), tensorrt_version=trt_version, gpu=gpu)
+    except S3potError as exc:
+        rows.append((name, NO, str(exc)))
+        return False
+    rows.append((name, OK, "four engines built for this TensorRT and GPU (--backend tensorrt)"))
+    return True
 
 
 def format_table(rows: list) -> str:

@@ -11,7 +11,6 @@ import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from s3pot.core.errors import S3potInputError
 from s3pot.models.tiny_vit import (MOBILE_SAM_CONFIG, TINY_CONFIG, UNUSED_CHECKPOINT_KEYS,

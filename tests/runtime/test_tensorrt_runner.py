@@ -9,7 +9,6 @@ TensorRT and a GPU, ``test_real_engines_on_the_gpu`` builds and runs real engine
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from fake_tensorrt import make_export_folder, make_fake_tensorrt
+from helpers import run_under_cuda_simulator
 from s3pot.core import gpu as device
 from s3pot.core.errors import ExportError, S3potInputError
 from s3pot.core.gpu import GpuInfo
@@ -251,13 +251,7 @@ def test_the_runner_under_the_cuda_simulator():
     pipeline, device-side prompt selection, allocations, refusals, CUDA graphs."""
     pytest.importorskip("numba")
     pytest.importorskip("onnxruntime")
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(CASES)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
-    last = proc.stdout.strip().splitlines()[-1]
-    assert " passed" in last and "skipped" not in last, last
+    run_under_cuda_simulator(CASES)
 
 
 # -- real TensorRT on a real GPU -------------------------------------------------------------------------
@@ -325,3 +319,17 @@ def test_cli_refuses_engines_of_another_tensorrt_in_one_line(built, machine, tmp
     assert code == EXIT_USER_ERROR and not out.exists()
     assert err.count("\n") == 1 and err.startswith("s3pot: error: engine ")
     assert "TensorRT 10.16.0.1" in err and "10.16.1.2" in err
+
+
+def test_doctor_judges_engines_against_this_machine(built, machine, capsys):
+    from s3pot.runtime.cli import main
+
+    machine(TRT10, GPU)
+    assert main(["doctor", "--model", str(built)]) == 0
+    table = capsys.readouterr().out
+    assert "TensorRT       ok    10.16.0.1" in table
+    assert "engines fp32   ok    four engines built for this TensorRT and GPU" in table
+    machine("10.16.1.2", GPU)
+    main(["doctor", "--model", str(built)])
+    row = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("engines fp32"))
+    assert " no " in row and "TensorRT 10.16.0.1" in row and "10.16.1.2" in row

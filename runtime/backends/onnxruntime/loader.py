@@ -20,11 +20,10 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from s3pot.core.errors import ExportError
 from s3pot.core.io_table import STAGES
 from s3pot.core.manifest import graph_entry, read_manifest, verify_graph
 
-from ..base import ModelContext
+from ..base import ModelContext, check_variant, export_context
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +48,7 @@ class ExportFolder:
     @property
     def context(self) -> ModelContext:
         """What the graphs were exported with; a pipeline runs them with exactly this."""
-        trained = {"normalization": self.manifest["normalization"],
-                   "face_set": tuple(self.manifest["face_set"]),
-                   "source": f"export '{self.folder}' ({self.variant})"}
-        return ModelContext(variant=self.variant, normalization=self.manifest["normalization"],
-                            trained=trained)
+        return export_context(self.manifest, self.folder)
 
     def has_external_data(self, stage: str) -> bool:
         return bool(graph_entry(self.manifest, stage, self.precision).get("external_data"))
@@ -63,9 +58,7 @@ def load_export(folder, *, precision: str = "fp32", variant: str | None = None) 
     """Read and verify the export in ``folder``; ``variant``, when given, must be the manifest's."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    if variant is not None and manifest["variant"] != variant:
-        raise ExportError(f"export folder '{folder}': expected variant {variant!r}, got "
-                          f"{manifest['variant']!r} (its manifest)")
+    check_variant(manifest, folder, variant)
     graphs = {name: verify_graph(folder, manifest, name, precision) for name in STAGES}
     digests = {name: graph_entry(manifest, name, precision)["sha256"] for name in STAGES}
     return ExportFolder(folder=folder, manifest=manifest, precision=precision, graphs=graphs,

@@ -24,9 +24,8 @@ from s3pot.core.gpu import GpuInfo
 from s3pot.core.io_table import STAGES
 from s3pot.core.manifest import MANIFEST_NAME, PRECISIONS, read_manifest
 from s3pot.core.sidecar import Sidecar, check_engine, engine_dir, engine_path, read_sidecar
-from s3pot.core.spec import resolve_face_set
 
-from ..base import ModelContext
+from ..base import ModelContext, check_variant, export_context
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +53,7 @@ class EngineFolder:
 
     def context(self) -> ModelContext:
         """What the graphs behind the engines were exported with; a pipeline runs them so."""
-        trained = {"normalization": self.manifest["normalization"],
-                   "face_set": resolve_face_set(self.manifest["face_set"]),
-                   "source": f"export '{self.folder}' ({self.variant})"}
-        return ModelContext(variant=self.variant, normalization=self.manifest["normalization"],
-                            trained=trained)
+        return export_context(self.manifest, self.folder)
 
 
 def find_engines(folder, *, precision: str = "fp32", variant: str | None = None) -> EngineFolder:
@@ -69,9 +64,7 @@ def find_engines(folder, *, precision: str = "fp32", variant: str | None = None)
         raise ExportError(f"tensorrt precision: expected one of {', '.join(PRECISIONS)} (the "
                           f"engines `s3pot build` makes), got {precision!r}")
     manifest = read_manifest(folder)
-    if variant is not None and manifest["variant"] != variant:
-        raise ExportError(f"export folder '{folder}': expected variant {variant!r}, got "
-                          f"{manifest['variant']!r} (its {MANIFEST_NAME})")
+    check_variant(manifest, folder, variant)
     engines = {stage: engine_path(folder, stage, precision) for stage in STAGES}
     missing = [path for path in engines.values() if not path.is_file()]
     if missing:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 
 from s3pot.core.errors import S3potInputError
