@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from s3pot.core.errors import S3potError, S3potInputError
 from s3pot.kernels import initial_prompt
 from s3pot.core.io_table import MAX_IMAGE_BATCH
 from s3pot.core.spec import TOKEN_CENTERS, prompt_points, resolve_context
@@ -122,6 +123,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self._stats_lock = threading.Lock()
         self._run_lock = threading.Lock() if not runner.thread_safe else None
+        self._closed = False
         runner.activate()
 
     @property
@@ -129,8 +131,15 @@ class Pipeline:
         return self.runner
 
     def close(self) -> None:
-        """Release the runner's sessions, engines and buffers."""
-        self.runner.deactivate()
+        """Release the runner's sessions, engines and buffers (after a run in progress on
+        another thread ends); the pipeline refuses to run afterwards."""
+        if self._run_lock is None:
+            self._closed = True
+            self.runner.deactivate()
+            return
+        with self._run_lock:
+            self._closed = True
+            self.runner.deactivate()
 
     def __enter__(self) -> "Pipeline":
         return self
@@ -167,6 +176,11 @@ class Pipeline:
     def run_batch(self, prepared: list[Prepared], timings: list[dict] | None = None) -> list[Segmentation]:
         """Stages 1-7 on already prepared samples."""
         timings = timings or [{} for _ in prepared]
+        if len(timings) != len(prepared):
+            raise S3potInputError(f"run_batch: expected one timings dict per sample "
+                                  f"({len(prepared)}), got {len(timings)}")
+        if self._closed:
+            raise S3potError("pipeline: closed (its runner was deactivated); make a new one")
         if self._run_lock is None:
             return self._run_batch(prepared, timings)
         with self._run_lock:
@@ -201,7 +215,7 @@ class Pipeline:
         images, new = encoded[:len(prepared)], encoded[len(prepared):]
         for key, z in zip(missing, new):
             references[key] = z
-            self.references.put(key, z)
+            self.references.put(key, z.copy())  # not a view that keeps the whole batch alive
         with self._stats_lock:
             self.stats.images_encoded += len(prepared)
             self.stats.references_encoded += len(missing)

@@ -160,6 +160,13 @@ def run(args) -> int:
     decoded = _check_inputs(args, samples)
 
     pipeline = _build_pipeline(args)
+    try:
+        return _segment_all(args, pipeline, samples, decoded)
+    finally:
+        pipeline.close()  # engines and sessions freed in order, not at interpreter exit
+
+
+def _segment_all(args, pipeline, samples, decoded) -> int:
     weights = weights_label(args)
     variant = pipeline.runner.context.variant
     log.info("%s on %s; weights: %s", variant, pipeline.runner.describe(), weights)

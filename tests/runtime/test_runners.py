@@ -252,3 +252,13 @@ def test_cpu_encoder_runs_one_image_at_a_time_with_the_batch_results(tiny_export
         del runner._run
     assert calls == [1, 1, 1]
     assert np.array_equal(one_by_one, batched.activate().encode(pixels))
+
+
+def test_a_closed_pipeline_refuses_to_run(tiny_export_dir):
+    from s3pot.core.errors import S3potError
+
+    with Pipeline(create_runner("onnxruntime", ModelSpec(folder=tiny_export_dir, device="cpu"))) as p:
+        p.segment(*OBAMA)
+    assert not p.runner.is_active
+    with pytest.raises(S3potError, match="pipeline: closed"):
+        p.segment(*OBAMA)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -74,6 +76,10 @@ def resolve_providers(device: str) -> list:
     raise S3potInputError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
 
 
+#: ONNX Runtime's exceptions for a graph file that cannot be parsed (a damaged cache entry).
+DAMAGED_GRAPH_ERRORS = ("InvalidProtobuf", "InvalidGraph", "NoSuchFile", "Fail")
+
+
 def _provider_name(provider) -> str:
     return provider[0] if isinstance(provider, tuple) else provider
 
@@ -100,14 +106,16 @@ def create_session(export: ExportFolder, stage: str, providers: list, threads: i
             session = ort.InferenceSession(str(cached), options, providers=providers)
             log.debug("%s: optimised graph loaded from %s", stage, cached)
             return session
-        except Exception as exc:  # a damaged cache entry is rebuilt, never trusted
+        except Exception as exc:
+            if type(exc).__name__ not in DAMAGED_GRAPH_ERRORS:
+                raise  # out of memory, a provider failing: the entry is fine, the run is not
+            # a damaged entry is rebuilt, never trusted
             log.warning("optimised graph '%s' could not be loaded (%s); optimising again", cached, exc)
             shutil.rmtree(folder, ignore_errors=True)
             options = session_options(threads)
-    # Written into a private folder, then renamed into place: a process that loses the race
-    # (or crashes) leaves no half-written cache entry.
-    scratch = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    scratch.mkdir(parents=True, exist_ok=True)
+    # Written into a private folder, then renamed into place: a process or thread that loses the
+    # race (or crashes) leaves no half-written cache entry.
+    scratch = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{folder.name}.tmp-"))
     options.optimized_model_filepath = str(scratch / OPTIMIZED_NAME)
     if export.has_external_data(stage):
         options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
@@ -116,8 +124,9 @@ def create_session(export: ExportFolder, stage: str, providers: list, threads: i
             "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     try:
         session = ort.InferenceSession(path, options, providers=providers)
-        os.rename(scratch, folder)
-        log.debug("%s: optimised graph saved to %s", stage, folder)
+        if session.get_providers()[0] == _provider_name(providers[0]):
+            os.rename(scratch, folder)  # (not when CUDA was asked for and the CPU answered)
+            log.debug("%s: optimised graph saved to %s", stage, folder)
     except OSError:
         pass  # another process saved it first
     finally:
@@ -157,6 +166,7 @@ class OnnxRuntimeRunner(Runner):
                          for stage in self.export.graphs}
         used = next(iter(self.sessions.values())).get_providers()
         self._cuda = used[0] == CUDA
+        self._device_id = next((p[1]["device_id"] for p in providers if isinstance(p, tuple)), 0)
         if self.device.startswith("cuda") and not self._cuda:
             raise NoGpuError(f"device {self.device!r}: ONNX Runtime could not start its CUDA "
                              "execution provider here (no GPU, or CUDA / cuDNN libraries missing); "
@@ -193,7 +203,7 @@ class OnnxRuntimeRunner(Runner):
         for name, array in feeds.items():
             binding.bind_cpu_input(name, array)
         for name in names:
-            binding.bind_output(name, "cuda")
+            binding.bind_output(name, "cuda", self._device_id)
         session.run_with_iobinding(binding)
         return dict(zip(names, binding.copy_outputs_to_cpu()))
 

@@ -73,6 +73,7 @@ class TorchRunner(Runner):
         self.precision = precision
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
         self.graphs: dict = {}  # (stage, input shapes) -> (graph, static inputs, static output)
+        self._pool = None  # one memory pool shared by every captured graph
         # CUDA graph replay shares its static buffers: one call at a time there.
         self.thread_safe = self.device.type == "cpu"
 
@@ -90,7 +91,9 @@ class TorchRunner(Runner):
 
     def _deactivate(self) -> None:
         self.graphs.clear()
+        self._pool = None
         if self.device.type == "cuda":
+            self.model = self.model.cpu()
             torch.cuda.empty_cache()
 
     def _stage_fn(self, stage: str):
@@ -119,23 +122,35 @@ class TorchRunner(Runner):
 
     def _replay(self, stage: str, fn, tensors):
         """Run ``fn`` through the CUDA graph captured for these input shapes (captured on first
-        use, after warm-up on a side stream as PyTorch's CUDA graph notes require)."""
+        use, after warm-up on a side stream as PyTorch's CUDA graph notes require; every graph
+        shares one memory pool). A capture that fails turns graphs off for this runner."""
         key = (stage, *(tuple(t.shape) for t in tensors))
-        if key not in self.graphs:
-            static = [t.clone() for t in tensors]
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self._call(fn, static)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                output = self._call(fn, static)
-            self.graphs[key] = (graph, static, output)
-            log.debug("captured a CUDA graph of %s for %s", stage, key[1:])
-        graph, static, output = self.graphs[key]
-        for dst, src in zip(static, tensors):
-            dst.copy_(src)
-        graph.replay()
-        return output.clone()
+        with torch.cuda.device(self.device):  # capture and replay on the runner's GPU
+            if key not in self.graphs:
+                try:
+                    self.graphs[key] = self._capture(fn, tensors)
+                except RuntimeError as exc:
+                    log.warning("CUDA graph capture of %s failed (%s); running eagerly", stage, exc)
+                    self.use_graphs = False
+                    return self._call(fn, tensors)
+                log.debug("captured a CUDA graph of %s for %s", stage, key[1:])
+            graph, static, output = self.graphs[key]
+            for dst, src in zip(static, tensors):
+                dst.copy_(src)
+            graph.replay()
+            return output.clone()
+
+    def _capture(self, fn, tensors):
+        static = [t.clone() for t in tensors]
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._call(fn, static)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool):
+            output = self._call(fn, static)
+        return graph, static, output
