@@ -9,6 +9,10 @@ import numpy as np
 
 from s3pot.export.onnx_export import rel_l2  # noqa: F401  (re-exported for the parity tests)
 
+#: Seed of the runtime tests' tiny export (tests/runtime/conftest.py) and of the torch model
+#: compared with it.
+TINY_EXPORT_SEED = 3
+
 
 def ellipse_parsing(shape: tuple[int, int], centre: tuple[int, int], axes: tuple[int, int]) -> np.ndarray:
     """A plausible parsing map: skin ellipse with eyes, nose and lips, hair above, background

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-EXPORT_SEED = 3
+from helpers import TINY_EXPORT_SEED as EXPORT_SEED
 
 
 @pytest.fixture(scope="session")

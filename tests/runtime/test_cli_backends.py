@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_both_backends
+from helpers import TINY_EXPORT_SEED, run_both_backends
 from s3pot.core.manifest import MANIFEST_NAME
 from s3pot.runtime.cli import EXIT_USER_ERROR, main
-
-from conftest import EXPORT_SEED
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SINGLE = ["--image", str(DATA / "obama_face.jpg"), "--reference", str(DATA / "obama_face_ref.jpg"),
@@ -23,7 +21,7 @@ SINGLE = ["--image", str(DATA / "obama_face.jpg"), "--reference", str(DATA / "ob
 
 def test_onnxruntime_cli_matches_torch_cli(tiny_export_dir, tmp_path):
     got = run_both_backends(tiny_export_dir, ["--variant", "tiny", "--random-weights", "--seed",
-                                              str(EXPORT_SEED)], tmp_path)
+                                              str(TINY_EXPORT_SEED)], tmp_path)
     assert got["same_prompts"] and got["iou"] >= 0.999, got
 
 
