@@ -90,6 +90,13 @@ def engine_path(model_dir, stage: str, precision: str, out=None) -> Path:
     return engine_dir(model_dir, precision, out) / f"{stage}{ENGINE_SUFFIX}"
 
 
+def engine_paths(model_dir, precision: str) -> dict[str, Path]:
+    """Stage name -> where its engine at ``precision`` is, for every stage, in pipeline order."""
+    from .io_table import STAGES
+
+    return {stage: engine_path(model_dir, stage, precision) for stage in STAGES}
+
+
 def sidecar_path(engine) -> Path:
     """``x/encoder.engine`` -> ``x/encoder.engine.json``."""
     engine = Path(engine)

@@ -6,6 +6,7 @@ does not know which backend it drives.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -17,9 +18,10 @@ import numpy as np
 
 from s3pot.core.errors import S3potError, S3potInputError
 from s3pot.kernels import initial_prompt
-from s3pot.core.io_table import MAX_IMAGE_BATCH
+from s3pot.core.io_table import DECODER, ENCODER, MAX_IMAGE_BATCH, SA
 from s3pot.core.spec import TOKEN_CENTERS, prompt_points, resolve_context
 
+from .backends.base import timed
 from .preprocess import Prepared, points_to_input, postprocess_logits, prepare_inputs, resize_nearest
 
 log = logging.getLogger(__name__)
@@ -122,21 +124,14 @@ class Pipeline:
         self.references = ReferenceCache(reference_cache)
         self.stats = PipelineStats()
         self._stats_lock = threading.Lock()
-        self._run_lock = threading.Lock() if not runner.thread_safe else None
+        # Runners that are not reentrant run one batch at a time; the others run concurrently.
+        self._run_lock = contextlib.nullcontext() if runner.thread_safe else threading.Lock()
         self._closed = False
         runner.activate()
-
-    @property
-    def backend(self):  # the name the CLI and older code use
-        return self.runner
 
     def close(self) -> None:
         """Release the runner's sessions, engines and buffers (after a run in progress on
         another thread ends); the pipeline refuses to run afterwards."""
-        if self._run_lock is None:
-            self._closed = True
-            self.runner.deactivate()
-            return
         with self._run_lock:
             self._closed = True
             self.runner.deactivate()
@@ -181,8 +176,6 @@ class Pipeline:
                                   f"({len(prepared)}), got {len(timings)}")
         if self._closed:
             raise S3potError("pipeline: closed (its runner was deactivated); make a new one")
-        if self._run_lock is None:
-            return self._run_batch(prepared, timings)
         with self._run_lock:
             return self._run_batch(prepared, timings)
 
@@ -192,7 +185,7 @@ class Pipeline:
         encoder = (time.perf_counter() - start) / max(1, len(prepared))
         results = []
         for sample, z, sample_timings in zip(prepared, embeddings, timings):
-            sample_timings["encoder"] = encoder
+            sample_timings[ENCODER.name] = encoder
             results.append(self._segment_encoded(sample, z, sample_timings))
         with self._stats_lock:
             self.stats.samples += len(prepared)
@@ -225,17 +218,16 @@ class Pipeline:
 
     def _segment_encoded(self, prepared: Prepared, z: np.ndarray, timings: dict) -> Segmentation:
         """Stages 2-7 of one sample whose ``z`` (``2 x 256 x 64 x 64``) is known."""
-        clock = _Clock(timings)
-        with clock("initial_prompt"):
+        with timed(timings, "initial_prompt"):
             token = initial_prompt(z[0], z[1], prepared.face_mask)
             point = np.repeat(TOKEN_CENTERS[token].reshape(1, 1, 2), 2, axis=0)  # 2 x 1 x 2
         selection = self.runner.select(z, point, prepared.face_mask, self.selector, timings)
         points, labels = prompt_points(selection.occlusion, selection.face)
-        with clock("sa"):
+        with timed(timings, SA.name):
             prompts = self.runner.reweight(points[None], labels[None])  # 1 x (N+1) x 256
-        with clock("decoder"):
+        with timed(timings, DECODER.name):
             low_res = self.runner.decode(z[:1], prompts)  # 1 x 1 x 256 x 256
-        with clock("postprocess"):
+        with timed(timings, "postprocess"):
             logits = postprocess_logits(low_res, prepared.input_size)  # H x W
             occlusion = logits > 0
             face_region = resize_nearest(prepared.face_region.astype(np.uint8),
@@ -247,21 +239,3 @@ class Pipeline:
             low_res_logits=low_res.reshape(low_res.shape[-2:]), initial_token=int(token),
             occlusion_tokens=selection.occlusion, face_tokens=selection.face,
             input_size=prepared.input_size, timings=timings)
-
-
-class _Clock:
-    """``with clock(stage):`` adds the block's wall time to ``timings[stage]``."""
-
-    def __init__(self, timings: dict) -> None:
-        self.timings = timings
-
-    def __call__(self, stage: str):
-        self.stage = stage
-        return self
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.timings[self.stage] = self.timings.get(self.stage, 0.0) + time.perf_counter() - self.start
-        return False

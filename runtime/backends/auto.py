@@ -20,10 +20,9 @@ def _installed(module: str) -> bool:
 
 def engines_present(folder, precision: str) -> bool:
     """Whether ``folder`` has an engine of every stage at ``precision`` (``s3pot build``)."""
-    from s3pot.core.io_table import STAGES
-    from s3pot.core.sidecar import engine_path
+    from s3pot.core.sidecar import engine_paths
 
-    return all(engine_path(folder, stage, precision).is_file() for stage in STAGES)
+    return all(path.is_file() for path in engine_paths(folder, precision).values())
 
 
 def choose(spec) -> tuple[str, str]:

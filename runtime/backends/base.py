@@ -18,6 +18,7 @@ manifest for graphs and engines, the adapter for PyTorch (:attr:`Runner.context`
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -30,6 +31,9 @@ from s3pot.core.io_table import (DECODER, ENCODER, FE, IMAGE_EMBEDDINGS, INITIAL
                                  POINT_COORDS, POINT_LABELS, SA, SPARSE_PROMPTS, get_stage)
 
 log = logging.getLogger(__name__)
+
+#: The timings key of prompt selection (the stages' keys are their IO-table names).
+SELECTION_TIMING = "prompt_selection"
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,17 @@ class RunnerInfo:
         return (f"{self.backend} {self.version} ({self.provider}, {self.precision}) on "
                 f"{self.device}: {self.source}")
 
-    def to_json(self) -> dict:
-        return dict(self.__dict__)
+
+@contextlib.contextmanager
+def timed(timings: dict | None, stage: str):
+    """``with timed(timings, stage):`` adds the block's wall time to ``timings[stage]`` (nothing
+    when ``timings`` is None)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 @dataclass(frozen=True)
@@ -161,15 +174,10 @@ class Runner:
         seconds of ``"fe"`` and ``"prompt_selection"`` to ``timings`` when given."""
         from s3pot.kernels import select_prompts
 
-        start = time.perf_counter()
-        enhanced = self.enhance(embeddings, point)  # 2 x 4096 x 256: Z_e, Z_re
-        middle = time.perf_counter()
-        selection = select_prompts(enhanced[0], enhanced[1], face_mask, backend=selector)
-        if timings is not None:
-            timings["fe"] = timings.get("fe", 0.0) + middle - start
-            timings["prompt_selection"] = (timings.get("prompt_selection", 0.0)
-                                           + time.perf_counter() - middle)
-        return selection
+        with timed(timings, FE.name):
+            enhanced = self.enhance(embeddings, point)  # 2 x 4096 x 256: Z_e, Z_re
+        with timed(timings, SELECTION_TIMING):
+            return select_prompts(enhanced[0], enhanced[1], face_mask, backend=selector)
 
     def reweight(self, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Points ``1 x N x 2``, labels ``1 x N`` -> prompts ``1 x (N + 1) x 256``."""

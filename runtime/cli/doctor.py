@@ -135,11 +135,10 @@ def _model_rows(rows: list, folder: Path, gpu, trt_version: str | None) -> bool:
 
 def _engine_row(rows: list, folder: Path, precision: str, gpu, trt_version: str | None) -> bool:
     """A row for the engines of ``precision`` (when there are any); True when they run here."""
-    from s3pot.core.io_table import STAGES
-    from s3pot.core.sidecar import engine_path
+    from s3pot.core.sidecar import engine_paths
     from s3pot.runtime.backends.tensorrt.loader import check_engines, find_engines
 
-    if not any(engine_path(folder, stage, precision).is_file() for stage in STAGES):
+    if not any(path.is_file() for path in engine_paths(folder, precision).values()):
         return False
     name = f"engines {precision}"
     if gpu is None or trt_version is None:

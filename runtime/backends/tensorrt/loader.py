@@ -21,9 +21,8 @@ from pathlib import Path
 
 from s3pot.core.errors import ExportError
 from s3pot.core.gpu import GpuInfo
-from s3pot.core.io_table import STAGES
 from s3pot.core.manifest import MANIFEST_NAME, PRECISIONS, read_manifest
-from s3pot.core.sidecar import Sidecar, check_engine, engine_dir, engine_path, read_sidecar
+from s3pot.core.sidecar import Sidecar, check_engine, engine_dir, engine_paths, read_sidecar
 
 from ..base import ModelContext, check_variant, export_context
 
@@ -65,7 +64,7 @@ def find_engines(folder, *, precision: str = "fp32", variant: str | None = None)
                           f"engines `s3pot build` makes), got {precision!r}")
     manifest = read_manifest(folder)
     check_variant(manifest, folder, variant)
-    engines = {stage: engine_path(folder, stage, precision) for stage in STAGES}
+    engines = engine_paths(folder, precision)
     missing = [path for path in engines.values() if not path.is_file()]
     if missing:
         raise ExportError(

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +54,7 @@ from s3pot.core.io_table import (ENCODER, ENHANCED_TOKENS, FE, IMAGE_EMBEDDINGS,
                                  PAIR_BATCH, Dim, StageIO, TensorSpec, get_stage)
 from s3pot.core.tensorrt import import_tensorrt, tensorrt_major
 
-from ..base import Runner, RunnerInfo
+from ..base import SELECTION_TIMING, Runner, RunnerInfo, timed
 from .graphs import NO_CUDA_PYTHON, CudaGraphs, GraphError, load_cudart
 from .loader import EngineFolder, check_engines
 
@@ -418,15 +417,11 @@ class TensorRTRunner(Runner):
             self.activate()
         from s3pot.kernels import cuda as kernels
 
-        start = time.perf_counter()
         state = self._stages[FE.name]
-        tokens = self._run(state, feeds)[ENHANCED_TOKENS]  # 2 x 4096 x 256, on the device
-        self._stream.synchronize()  # the kernel runs on the default stream
-        middle = time.perf_counter()
-        selection = kernels.select_prompts_cuda(tokens[0], tokens[1], face_mask)  # Z_e, Z_re
-        end = time.perf_counter()
+        with timed(timings, FE.name):
+            tokens = self._run(state, feeds)[ENHANCED_TOKENS]  # 2 x 4096 x 256, on the device
+            self._stream.synchronize()  # the kernel runs on the default stream
+        with timed(timings, SELECTION_TIMING):
+            selection = kernels.select_prompts_cuda(tokens[0], tokens[1], face_mask)  # Z_e, Z_re
         self._capture_if_due(state)
-        if timings is not None:
-            timings["fe"] = timings.get("fe", 0.0) + middle - start
-            timings["prompt_selection"] = timings.get("prompt_selection", 0.0) + end - middle
         return selection

@@ -15,13 +15,16 @@ import logging
 import torch
 
 from s3pot.core.errors import S3potInputError
-from s3pot.core.io_table import ENCODER, FE
+from s3pot.core.io_table import DECODER, ENCODER, FE, SA, get_stage
 
 from ..base import ModelContext, Runner, RunnerInfo
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: IO-table stage -> the S3POT method that computes it.
+STAGE_METHODS = {ENCODER.name: "encode", FE.name: "enhance", SA.name: "reweight",
+                 DECODER.name: "decode"}
 #: Stages whose shapes are fixed per batch size, so a CUDA graph per batch size can replay them.
 GRAPHED_STAGES = (ENCODER.name, FE.name)
 
@@ -97,8 +100,8 @@ class TorchRunner(Runner):
             torch.cuda.empty_cache()
 
     def _stage_fn(self, stage: str):
-        return getattr(self.model, {"encoder": "encode", "fe": "enhance", "sa": "reweight",
-                                    "decoder": "decode"}[stage])
+        """The S3POT method that computes ``stage`` (an IO-table stage name)."""
+        return getattr(self.model, STAGE_METHODS[stage])
 
     def _call(self, fn, tensors):
         if self.precision == "fp32":
@@ -107,8 +110,6 @@ class TorchRunner(Runner):
             return fn(*tensors)
 
     def _infer(self, stage: str, feeds: dict) -> dict:
-        from s3pot.core.io_table import get_stage
-
         io = get_stage(stage)
         arrays = [feeds[name] for name in io.input_names]
         with torch.inference_mode():
