@@ -9,6 +9,8 @@ tensorrt      the engines of ``s3pot build`` on an NVIDIA     tensorrt + an NVID
               GPU, prompt selection on the device             ``gpu``)
 torch         S3POT's PyTorch modules: the reference; FP16 /  torch (extra ``torch``)
               BF16 with CUDA graphs on a GPU
+openvino      the graphs of an export folder on the CPU,      openvino (extra ``openvino``)
+              FP32 or BF16 (AVX512-BF16 / AMX CPUs)
 ============  ==============================================  ====================================
 
 Each folder holds ``loader.py`` (finds and checks what to run), ``runner.py`` (a
@@ -31,6 +33,7 @@ BACKENDS = {
     "onnxruntime": ("s3pot.runtime.backends.onnxruntime", "onnxruntime", "onnxruntime-gpu"),
     "tensorrt": ("s3pot.runtime.backends.tensorrt", "numpy", "numpy"),  # imports tensorrt itself
     "torch": ("s3pot.runtime.backends.torch", "torch", "'s3pot-rt[torch]' (torch, onnx, onnxsim)"),
+    "openvino": ("s3pot.runtime.backends.openvino", "openvino", "'s3pot-rt[openvino]' (openvino)"),
 }
 AUTO = "auto"
 #: The precisions a runner may be asked for (torch adds bf16; graphs and engines come in fp32/fp16).

@@ -64,6 +64,21 @@ def timed(timings: dict | None, stage: str):
             timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
+#: Images per encoder run on a CPU. A ViT encoder materialises the attention of its global blocks
+#: (heads x 4096 x 4096 floats per image, several copies): measured on ViT-B in ONNX Runtime, 3.1
+#: GB peak at batch 1 against 6.0 GB at batch 2, and two batch-1 runs took 13.75 s against 14.55 s
+#: for one batch-2 run (PyTorch eager: 22.7 s against 24.8 s). Image and reference go through one
+#: at a time on a CPU; a GPU takes the batch.
+CPU_ENCODER_BATCH = 1
+
+
+def encode_in_parts(run, pixels: np.ndarray, step: int) -> dict[str, np.ndarray]:
+    """The encoder's outputs for ``pixels`` (``B x 3 x 1024 x 1024``) computed ``step`` images at
+    a time by ``run(feeds) -> outputs`` and concatenated along the batch."""
+    parts = [run({PIXELS: pixels[i:i + step]}) for i in range(0, len(pixels), step)]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
 @dataclass(frozen=True)
 class ModelContext:
     """What the model was made with; a pipeline runs it with exactly this (see Pipeline)."""

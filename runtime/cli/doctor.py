@@ -80,6 +80,17 @@ def _onnxruntime_row(rows: list) -> None:
                                      f"{', '.join(providers)}; usable here: {', '.join(usable)}"))
 
 
+def _openvino_row(rows: list) -> None:
+    version = _version("openvino")
+    if version is None:
+        rows.append(("OpenVINO", WARN, "not installed (optional: --backend openvino, FP32 or BF16 "
+                                       "on the CPU): pip install 's3pot-rt[openvino]'"))
+        return
+    from s3pot.runtime.backends.openvino import cpu_precisions
+
+    rows.append(("OpenVINO", OK, f"{version}; CPU precisions: {', '.join(cpu_precisions())}"))
+
+
 def _torch_row(rows: list) -> None:
     version = _version("torch")
     if version is None:
@@ -163,6 +174,7 @@ def run(args) -> int:
     gpu = _gpu_rows(rows)
     trt_version = _tensorrt_row(rows)
     _onnxruntime_row(rows)
+    _openvino_row(rows)
     _torch_row(rows)
     _numba_rows(rows)
     runnable = True

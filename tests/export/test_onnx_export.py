@@ -23,7 +23,7 @@ from s3pot.export import onnx_export
 from s3pot.export.folder import ExportRequest, export_folder
 from s3pot.export.onnx_export import IR_VERSION, OPSET, ort_session, run_torch, sample_feeds
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
 FP32_TOL = 1e-4
 SIZES = {  # every dynamic size the table allows at its ends and its typical value
     ENCODER.name: [{"batch": 1}, {"batch": MAX_IMAGE_BATCH}],
@@ -293,7 +293,7 @@ def test_cli_export_refuses_bad_input_before_building(tmp_path, capsys, argv, me
 
 
 def test_a_manifest_of_another_variant_is_refused(tiny_export):
-    from s3pot.runtime.backends.onnxruntime.loader import load_export
+    from s3pot.runtime.backends.export_folder import load_export
 
     folder, _, _ = tiny_export
     with pytest.raises(ExportError, match="expected variant 'vit_b', got 'tiny'"):

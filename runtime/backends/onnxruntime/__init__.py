@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from s3pot.core.errors import S3potInputError
 
-from .loader import ExportFolder, load_export
+from ..export_folder import ExportFolder, load_export
 from .runner import OnnxRuntimeRunner, create_session, resolve_providers, session_options
 
 

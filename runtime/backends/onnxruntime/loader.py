@@ -1,8 +1,5 @@
-"""Finds and checks what the ONNX Runtime backend runs: an export folder's manifest and graphs.
-
-Every graph's sha256 is compared with the manifest before a session is made, so a missing or
-altered file is refused with its name; the manifest, not the graphs, says which variant,
-normalisation and face set the graphs were exported with.
+"""Finds and checks what the ONNX Runtime backend runs: an export folder's manifest and graphs
+(:func:`..export_folder.load_export`, shared with OpenVINO), and the optimised-graph cache.
 
 Graph optimisation (constant folding, fusions, the CPU's blocked layouts) takes seconds on a ViT
 encoder, in every new process. The first session therefore saves its optimised graph, and later
@@ -17,52 +14,14 @@ import hashlib
 import logging
 import os
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 
-from s3pot.core.io_table import STAGES
-from s3pot.core.manifest import graph_entry, read_manifest, verify_graph
-
-from ..base import ModelContext, check_variant, export_context
+from ..export_folder import ExportFolder
 
 log = logging.getLogger(__name__)
 
 CACHE_FOLDER = ".onnxruntime"
 OPTIMIZED_NAME = "model.onnx"
-
-
-@dataclass(frozen=True)
-class ExportFolder:
-    """A checked export folder: the path and sha256 of each stage's graph, and the manifest."""
-
-    folder: Path
-    manifest: dict
-    precision: str
-    graphs: dict  # stage name -> Path
-    digests: dict  # stage name -> sha256 of the graph file (from the verified manifest)
-
-    @property
-    def variant(self) -> str:
-        return self.manifest["variant"]
-
-    @property
-    def context(self) -> ModelContext:
-        """What the graphs were exported with; a pipeline runs them with exactly this."""
-        return export_context(self.manifest, self.folder)
-
-    def has_external_data(self, stage: str) -> bool:
-        return bool(graph_entry(self.manifest, stage, self.precision).get("external_data"))
-
-
-def load_export(folder, *, precision: str = "fp32", variant: str | None = None) -> ExportFolder:
-    """Read and verify the export in ``folder``; ``variant``, when given, must be the manifest's."""
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    check_variant(manifest, folder, variant)
-    graphs = {name: verify_graph(folder, manifest, name, precision) for name in STAGES}
-    digests = {name: graph_entry(manifest, name, precision)["sha256"] for name in STAGES}
-    return ExportFolder(folder=folder, manifest=manifest, precision=precision, graphs=graphs,
-                        digests=digests)
 
 
 # -- the optimised-graph cache ------------------------------------------------------------------

@@ -4,7 +4,7 @@ On the CPU: intra-op threads as asked (default: ONNX Runtime's, one per core), f
 optimisation saved once and reloaded by later processes (:mod:`.loader`), memory pattern off
 (it keeps every run's peak reserved: 7.2 GB instead of 4.1 GB on the ViT-B encoder, and a 21 s
 first call, for no speed afterwards), and the encoder fed one image at a time
-(``CPU_ENCODER_BATCH``). On an NVIDIA GPU: the CUDA execution provider with IO
+(``base.CPU_ENCODER_BATCH``). On an NVIDIA GPU: the CUDA execution provider with IO
 binding, so outputs are written to device memory and copied back once. ``onnxruntime-gpu`` logs
 its missing CUDA libraries at error level on a machine without them; sessions are created at
 warning level 3 (errors that stop the session still raise), and the provider actually used is
@@ -18,12 +18,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from s3pot.core.errors import NoGpuError, S3potInputError
 from s3pot.core.io_table import ENCODER, PIXELS
 
-from ..base import Runner, RunnerInfo
+from ..base import CPU_ENCODER_BATCH, Runner, RunnerInfo, encode_in_parts
 from .loader import OPTIMIZED_NAME, ExportFolder, cache_key, optimized_dir
 
 log = logging.getLogger(__name__)
@@ -32,12 +31,6 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 #: ONNX Runtime's log severity for sessions: 3 = errors only (0 verbose ... 4 fatal).
 QUIET = 3
-#: Images per encoder run on the CPU. ONNX Runtime materialises the attention of the ViT's global
-#: blocks (heads x 4096 x 4096 floats per image, several copies); measured on ViT-B: 3.1 GB peak
-#: at batch 1 against 6.0 GB at batch 2 in a fresh process, with bitwise equal outputs, and two
-#: batch-1 runs took 13.75 s against 14.55 s for one batch-2 run: image and reference go through
-#: one at a time.
-CPU_ENCODER_BATCH = 1
 
 
 def session_options(threads: int = 0):
@@ -189,9 +182,7 @@ class OnnxRuntimeRunner(Runner):
     def _infer(self, stage: str, feeds: dict) -> dict:
         pixels = feeds.get(PIXELS)
         if stage == ENCODER.name and not self._cuda and len(pixels) > self.cpu_encoder_batch:
-            step = self.cpu_encoder_batch
-            parts = [self._run(stage, {PIXELS: pixels[i:i + step]}) for i in range(0, len(pixels), step)]
-            return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+            return encode_in_parts(lambda part: self._run(stage, part), pixels, self.cpu_encoder_batch)
         return self._run(stage, feeds)
 
     def _run(self, stage: str, feeds: dict) -> dict:

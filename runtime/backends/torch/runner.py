@@ -6,7 +6,8 @@ Precision ``fp32`` runs the modules as they are. ``fp16`` / ``bf16`` run them un
 PyTorch's flash / memory-efficient kernels on a GPU, in half precision; norms and softmax in
 float32); ``bf16`` also runs on CPUs with AVX512-BF16 or AMX. On CUDA, the fixed-shape stages
 (encoder per batch size, FE) are captured once as CUDA graphs and replayed, which removes the
-launch overhead of a few hundred small kernels per call.
+launch overhead of a few hundred small kernels per call. On the CPU the encoder takes one image
+at a time (``base.CPU_ENCODER_BATCH``).
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import logging
 import torch
 
 from s3pot.core.errors import S3potInputError
-from s3pot.core.io_table import DECODER, ENCODER, FE, SA, get_stage
+from s3pot.core.io_table import DECODER, ENCODER, FE, PIXELS, SA, get_stage
 
-from ..base import ModelContext, Runner, RunnerInfo
+from ..base import CPU_ENCODER_BATCH, ModelContext, Runner, RunnerInfo, encode_in_parts
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,10 @@ class TorchRunner(Runner):
             return fn(*tensors)
 
     def _infer(self, stage: str, feeds: dict) -> dict:
+        if (stage == ENCODER.name and self.device.type == "cpu"
+                and len(feeds[PIXELS]) > CPU_ENCODER_BATCH):
+            return encode_in_parts(lambda part: self._infer(stage, part), feeds[PIXELS],
+                                   CPU_ENCODER_BATCH)
         io = get_stage(stage)
         arrays = [feeds[name] for name in io.input_names]
         with torch.inference_mode():

@@ -1,0 +1,67 @@
+"""Compiles an export folder's graphs with OpenVINO for the CPU.
+
+OpenVINO reads the ONNX files directly (no conversion step, no second copy of the weights on
+disk). Compiling the ViT encoder takes seconds; OpenVINO's own model cache (``CACHE_DIR``) keeps
+the compiled blob, keyed by the graph, the OpenVINO version, the device and the configuration,
+so later processes load it. It goes beside the graphs (``DIR/.openvino/``) or, when the export
+folder is read-only, under ``$XDG_CACHE_HOME/s3pot/openvino/``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from s3pot.core.errors import S3potInputError
+
+from ..export_folder import ExportFolder
+
+log = logging.getLogger(__name__)
+
+CACHE_FOLDER = ".openvino"
+#: s3pot precision -> OpenVINO's INFERENCE_PRECISION_HINT (the graphs stay FP32 on disk).
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def cpu_precisions(core=None) -> list[str]:
+    """The s3pot precisions this CPU runs natively in OpenVINO (``bf16`` needs AVX512-BF16 or
+    AMX; OpenVINO lists it as an optimisation capability then)."""
+    import openvino as ov
+
+    capabilities = (core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return ["fp32"] + (["bf16"] if "BF16" in capabilities else [])
+
+
+def cache_dir(export: ExportFolder) -> Path | None:
+    """Where compiled blobs are kept: the export's ``.openvino/`` if writable, else the user
+    cache; None when neither can be written (then every process compiles)."""
+    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s3pot" / "openvino"
+    for root in (export.folder / CACHE_FOLDER, user):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(root, os.W_OK):
+            return root
+    log.info("no writable folder for OpenVINO's compiled models; compiling in every process")
+    return None
+
+
+def compile_stage(core, export: ExportFolder, stage: str, *, precision: str, threads: int = 0,
+                  cache: bool = True):
+    """One stage's graph compiled for the CPU at ``precision`` (latency hint: one request uses
+    every core)."""
+    if precision not in PRECISION_HINTS:
+        raise S3potInputError(f"openvino: expected precision {' or '.join(PRECISION_HINTS)}, got "
+                              f"{precision!r}")
+    if precision not in cpu_precisions(core):
+        raise S3potInputError(f"openvino: precision {precision!r} needs a CPU with AVX512-BF16 or "
+                              f"AMX; this one runs {', '.join(cpu_precisions(core))}")
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
+              "PERFORMANCE_HINT": "LATENCY"}
+    if threads > 0:
+        config["INFERENCE_NUM_THREADS"] = threads
+    folder = cache_dir(export) if cache else None
+    if folder is not None:
+        config["CACHE_DIR"] = str(folder)
+    return core.compile_model(str(export.graphs[stage]), "CPU", config)
