@@ -1,12 +1,13 @@
 """Install s3pot-rt: the repository's top-level folders become one import namespace, ``s3pot``.
 
-``core/ export/ runtime/ kernels/ models/`` install as ``s3pot.core``, ``s3pot.export``, ``s3pot.runtime``,
-``s3pot.kernels`` and ``s3pot.models``; ``s3pot`` itself is a namespace package, so nothing
+``core/ export/ runtime/ kernels/ models/ benchmarks/`` install as ``s3pot.core``, ``s3pot.export``,
+``s3pot.runtime``, ``s3pot.kernels``, ``s3pot.models`` and ``s3pot.benchmarks`` (with the sample face
+``s3pot bench`` runs on); ``s3pot`` itself is a namespace package, so nothing
 generic lands at the top of site-packages.
 """
 from setuptools import find_packages, setup
 
-FOLDERS = ("core", "export", "runtime", "kernels", "models")
+FOLDERS = ("core", "export", "runtime", "kernels", "models", "benchmarks")
 
 setup(
     name="s3pot-rt",
@@ -19,6 +20,7 @@ setup(
     packages=[f"s3pot.{folder}{'.' + sub if sub else ''}"
               for folder in FOLDERS for sub in ["", *find_packages(folder)]],
     package_dir={f"s3pot.{folder}": folder for folder in FOLDERS},
+    package_data={"s3pot.benchmarks": ["data/*.jpg", "data/*.png", "data/*.npy", "data/*.md"]},
     # The base install runs exported graphs (s3pot segment --backend onnxruntime --model DIR):
     # no torch, no onnx. Each extra adds one job's packages.
     install_requires=[
@@ -41,6 +43,8 @@ setup(
         # package __init__ (see tests/oracle.py).
         "test": ["pytest>=8", "pytest-xdist>=3", "segment-anything==1.0", "scikit-image>=0.22",
                  "polygraphy>=0.49"],
+        # OpenVINO runs the exported graphs on the CPU, FP32 or BF16 (--backend openvino).
+        "openvino": ["openvino>=2025.0"],
         # Benchmarks: charts, OpenVINO beside ONNX Runtime, onnxslim beside onnxsim.
         "bench": ["matplotlib>=3.7", "openvino>=2025.0", "onnxslim>=0.1.80"],
     },

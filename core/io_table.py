@@ -47,7 +47,7 @@ PAIR_BATCH = 2
 #: references, or eight faces whose references are cached (``Pipeline.segment_batch``). TensorRT
 #: sizes its activation memory for this maximum.
 MAX_IMAGE_BATCH = 8
-#: Face tokens of the aligned test face (``tests/data/obama_face``, paper face set): the prompt
+#: Face tokens of the aligned test face (``benchmarks/data/obama_face``, paper face set): the prompt
 #: count TensorRT tunes its kernels for (a test recomputes it from that sample).
 TYPICAL_POINTS = 1478
 

@@ -49,7 +49,7 @@ def run_both_backends(export_dir, torch_args: list[str], tmp_path, sample: str =
 
     from s3pot.runtime.cli import main
 
-    data = Path(__file__).resolve().parent / "data"
+    data = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
     single = ["--image", str(data / f"{sample}.jpg"), "--reference", str(data / f"{sample}_ref.jpg"),
               "--parsing", str(data / f"{sample}_parsing_mask.npy"), "--device", "cpu"]
     found = {}

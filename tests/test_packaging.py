@@ -149,7 +149,7 @@ def test_base_install_without_torch_segments_with_onnxruntime(wheel, tiny_export
                     "('torch', 'onnx', 'tensorrt', 'pycuda', 'cv2', 'onnxruntime') "
                     "if u.find_spec(m) is None])"], env=env).stdout.strip()
     assert missing == "['torch', 'onnx', 'tensorrt', 'pycuda']"
-    data = ROOT / "tests" / "data"
+    data = ROOT / "benchmarks" / "data"
     out = tmp_path / "out"
     proc = _run([str(exe), "segment", "--backend", "onnxruntime", "--model", str(tiny_export),
                  "--image", str(data / "obama_face.jpg"), "--reference", str(data / "obama_face_ref.jpg"),

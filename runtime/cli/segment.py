@@ -32,7 +32,8 @@ def add_arguments(parser) -> None:
     add_backend_options(parser)
 
 
-def _build_pipeline(args):
+def build_pipeline(args, tool: str = "segment"):
+    """The pipeline of the parsed model and backend options (``s3pot segment`` and ``evaluate``)."""
     from s3pot.runtime.backends import AUTO, create_runner
     from s3pot.runtime.pipeline import Pipeline
 
@@ -44,13 +45,13 @@ def _build_pipeline(args):
         name, why = choose(spec)
     runner = create_runner(name, spec)
     if why is not None:  # after the model checks, so that an error stands alone
-        print(f"s3pot segment: backend {name} ({why})", file=sys.stderr)
-    _say_if_compiling(args.selector)
+        print(f"s3pot {tool}: backend {name} ({why})", file=sys.stderr)
+    _say_if_compiling(args.selector, tool)
     return Pipeline(runner, normalization=args.normalization,
                     face_set=parse_face_set(args.face_set), selector=args.selector)
 
 
-def _say_if_compiling(selector: str) -> None:
+def _say_if_compiling(selector: str, tool: str = "segment") -> None:
     """The Numba kernels compile on their first use on a machine (about 25 s, cached after)."""
     from s3pot.kernels.selection import resolve_backend
 
@@ -59,7 +60,7 @@ def _say_if_compiling(selector: str) -> None:
     from s3pot.kernels import numba_cpu
 
     if not numba_cpu.cache_is_warm():
-        print("s3pot segment: compiling the Numba prompt-selection kernels (first run on this "
+        print(f"s3pot {tool}: compiling the Numba prompt-selection kernels (first run on this "
               "machine only, about 25 s)", file=sys.stderr, flush=True)
 
 
@@ -100,7 +101,7 @@ def _write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, 
     return written
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path) -> None:
     """``--out`` is a folder, or can be created as one, and can be written (checked without
     creating anything)."""
     if out.exists() and not out.is_dir():
@@ -122,7 +123,7 @@ def _check_inputs(args, samples) -> list | None:
     from s3pot.runtime.io import check_file, load_image, load_parsing
     from s3pot.runtime.preprocess import check_pair
 
-    _check_out(args.out)
+    check_out(args.out)
     if args.input_dir is not None and args.out.resolve() == args.input_dir.resolve():
         raise S3potInputError(f"--out '{args.out}': expected a folder other than --input-dir "
                               "(outputs there would be read as samples on the next run)")
@@ -159,7 +160,7 @@ def run(args) -> int:
         samples = find_samples(args.input_dir)
     decoded = _check_inputs(args, samples)
 
-    pipeline = _build_pipeline(args)
+    pipeline = build_pipeline(args)
     try:
         return _segment_all(args, pipeline, samples, decoded)
     finally:

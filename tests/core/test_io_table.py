@@ -62,7 +62,7 @@ def test_typical_points_is_the_face_token_count_of_the_aligned_test_face():
     from s3pot.runtime.io import load_parsing
     from s3pot.runtime.preprocess import resize_parsing
 
-    parsing = load_parsing(ROOT / "tests" / "data" / "obama_face_parsing_mask.npy")
+    parsing = load_parsing(ROOT / "benchmarks" / "data" / "obama_face_parsing_mask.npy")
     assert int(face_token_mask(resize_parsing(parsing), PAPER_FACE_SET).sum()) == TYPICAL_POINTS
 
 

@@ -14,7 +14,7 @@ from helpers import TINY_EXPORT_SEED, run_both_backends
 from s3pot.core.manifest import MANIFEST_NAME
 from s3pot.runtime.cli import EXIT_USER_ERROR, main
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
 SINGLE = ["--image", str(DATA / "obama_face.jpg"), "--reference", str(DATA / "obama_face_ref.jpg"),
           "--parsing", str(DATA / "obama_face_parsing_mask.npy")]
 
@@ -123,7 +123,7 @@ def test_unwritable_out_is_found_before_the_model_loads(tiny_export_dir, tmp_pat
     import s3pot.runtime.cli.segment as segment
 
     loaded = []
-    monkeypatch.setattr(segment, "_build_pipeline", lambda args: loaded.append(args))
+    monkeypatch.setattr(segment, "build_pipeline", lambda args: loaded.append(args))
     monkeypatch.setattr(segment.os, "access", lambda path, mode: False)  # root ignores chmod
     out = tmp_path / "locked" / "out"
     assert main(["segment", *SINGLE, "--model", str(tiny_export_dir), "--out", str(out)]) == EXIT_USER_ERROR

@@ -11,7 +11,7 @@ import pytest
 from s3pot.core.errors import S3potInputError
 from s3pot.runtime.datasets import find_samples, load_ground_truth, load_labelme
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
 
 
 def test_the_shipped_sample_is_a_flat_layout():

@@ -17,7 +17,7 @@ from s3pot.runtime.backends import ModelSpec, create_runner
 from s3pot.runtime.backends.torch import TorchRunner
 from s3pot.runtime.pipeline import Pipeline
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
 OBAMA = (DATA / "obama_face.jpg", DATA / "obama_face_ref.jpg", DATA / "obama_face_parsing_mask.npy")
 
 

@@ -310,7 +310,7 @@ def test_cli_refuses_engines_of_another_tensorrt_in_one_line(built, machine, tmp
     from s3pot.runtime.cli import EXIT_USER_ERROR, main
 
     machine("10.16.1.2", GPU)
-    data = ROOT / "tests" / "data"
+    data = ROOT / "benchmarks" / "data"
     out = tmp_path / "out"
     code = main(["segment", "--backend", "tensorrt", "--model", str(built), "--out", str(out),
                  "--image", str(data / "obama_face.jpg"), "--reference", str(data / "obama_face_ref.jpg"),
