@@ -3,8 +3,8 @@
 For each row count R (face tokens) at C columns (all tokens, 4096 in the runtime) it times, on
 the same ``R x C`` similarity matrix:
 
-``authors``       sort every entry with ``np.argsort`` of the flattened matrix, then accept free
-                  pairs in a Python loop (how the authors run the matching);
+``authors``       sort every entry of the flattened matrix, then accept free pairs in a Python
+                  loop (how the authors run the matching; ``s3pot bench``'s baseline);
 ``reference``     :func:`s3pot.kernels.greedy_match` (stable sort of every entry, chunked scan);
 ``numba_match``   the Numba kernel, matching alone (no input validation);
 ``gemm``          the similarity GEMM alone (normalised ``R x 256`` times ``256 x C``);
@@ -32,6 +32,8 @@ from typing import Callable
 
 import numpy as np
 
+from s3pot.benchmarks.baseline import authors_greedy  # the baseline of `s3pot bench`
+
 logger = logging.getLogger(__name__)
 
 #: Ratios reported side by side: name -> (numerator method, denominator method).
@@ -42,29 +44,6 @@ RATIOS = {
     "authors / cuda_match": ("authors", "cuda_match"),
 }
 DATA_KINDS = ("random", "face", "hub")
-
-
-def authors_greedy(sim: np.ndarray) -> np.ndarray:
-    """The authors' way: argsort all ``R x C`` entries (descending), scan them in Python.
-
-    ``np.argsort``'s default sort is not stable, so exact ties may pair differently from SPEC's
-    order; on continuous data the pairs are the same.
-    """
-    num_rows, num_cols = sim.shape
-    order = np.argsort(-sim.ravel())
-    row_free = [True] * num_rows
-    col_free = [True] * num_cols
-    match = np.full(num_rows, -1, dtype=np.int64)
-    matched = 0
-    for flat in order:
-        row, col = divmod(int(flat), num_cols)
-        if row_free[row] and col_free[col]:
-            match[row] = col
-            row_free[row] = col_free[col] = False
-            matched += 1
-            if matched == num_rows:
-                break
-    return match
 
 
 def make_tokens(rows: int, cols: int, data: str, seed: int = 0):

@@ -17,20 +17,23 @@ from s3pot.core.errors import S3potError
 
 from .common import EXIT_SAMPLES_FAILED, EXIT_USER_ERROR
 
-#: subcommand -> its module under s3pot.runtime.cli
+#: subcommand -> its module under s3pot.runtime.cli (or a full module path: the benchmarks)
 TOOLS = {
     "segment": "segment",
     "export": "export",
     "build": "build",
     "variants": "variants",
     "doctor": "doctor",
+    "bench": "s3pot.benchmarks.cli",
+    "evaluate": "s3pot.benchmarks.evaluate",
 }
 
 __all__ = ["EXIT_SAMPLES_FAILED", "EXIT_USER_ERROR", "TOOLS", "build_parser", "main"]
 
 
 def _tool(name: str):
-    return importlib.import_module(f"{__name__}.{TOOLS[name]}")
+    module = TOOLS[name]
+    return importlib.import_module(module if "." in module else f"{__name__}.{module}")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -1,0 +1,448 @@
+"""``s3pot bench``: latency at 1024 x 1024, stage by stage, for every backend and precision this
+machine has, beside the authors' way of running S3POT, in one run.
+
+Each path (the baseline, then every backend at every precision) runs in its own process
+(:mod:`.child`): build, ``warmup`` samples, ``runs`` timed samples, then the fixed-reference
+(video) case with the reference's embedding cached. Its peak host memory is that process's own
+(``VmHWM``). The baseline runs first; its prompts, mask and each stage's inputs and outputs are
+the reference every other path is compared with (prompts, mask IoU, relative error per stage on
+the same stage inputs). The floor (:mod:`.floor`) puts each stage's FLOPs over its library's
+measured GEMM rate.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from s3pot.core.errors import S3potInputError
+
+from .baseline import STAGE_KEYS
+
+log = logging.getLogger(__name__)
+
+DATA = Path(__file__).resolve().parent / "data"
+#: The sample every path segments: an aligned face with a cup over the mouth (benchmarks/data).
+SAMPLE = ("obama_face.jpg", "obama_face_ref.jpg", "obama_face_parsing_mask.npy")
+SCHEMA = 1
+BASELINE = "baseline"
+#: CPU flags that decide which reduced-precision paths pay.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class BenchPath:
+    """One measured way of running S3POT."""
+
+    backend: str  # "authors" (the baseline), "torch", "onnxruntime", "openvino", "tensorrt"
+    precision: str
+    device: str  # "cpu" or "cuda"
+
+    @property
+    def name(self) -> str:
+        return BASELINE if self.backend == "authors" else f"{self.backend} {self.precision}"
+
+    @property
+    def reduced(self) -> bool:
+        return self.precision != "fp32"
+
+
+# -- what this machine has ----------------------------------------------------------------------
+def cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    line = next((l for l in text.splitlines() if l.startswith("flags")), "")
+    present = set(line.split(":", 1)[-1].split())
+    return [flag for flag in CPU_FLAGS if flag in present]
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    line = next((l for l in text.splitlines() if l.startswith("model name")), "")
+    return line.split(":", 1)[-1].strip() or platform.processor()
+
+
+def _version(module: str) -> str | None:
+    from importlib import metadata
+
+    names = {"onnxruntime": ("onnxruntime-gpu", "onnxruntime"), "tensorrt": ("tensorrt",),
+             "openvino": ("openvino",), "torch": ("torch",), "numpy": ("numpy",),
+             "numba": ("numba",), "opencv": ("opencv-python-headless", "opencv-python")}[module]
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def environment() -> dict:
+    """The machine and the libraries, for the JSON and the report's header."""
+    from s3pot.core.errors import NoGpuError
+    from s3pot.core.gpu import nvidia_gpu_present, query_gpu
+
+    gpu = None
+    if nvidia_gpu_present():
+        try:
+            gpu = asdict(query_gpu())
+        except NoGpuError as exc:
+            gpu = {"error": str(exc)}
+    return {"machine": platform.machine(), "cpu": cpu_model(), "cores": os.cpu_count(),
+            "cpu_flags": cpu_flags(), "gpu": gpu, "python": platform.python_version(),
+            "versions": {m: _version(m) for m in ("numpy", "torch", "onnxruntime", "openvino",
+                                                   "tensorrt", "numba", "opencv")}}
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def available_paths(gpu: bool, folder: Path | None = None) -> list[BenchPath]:
+    """Every backend and precision that can run here, the baseline first. Reduced precision is
+    listed only where the hardware runs it natively (BF16 on CPUs with AVX512-BF16 or AMX)."""
+    device = "cuda" if gpu else "cpu"
+    paths = [BenchPath("authors", "fp32", device), BenchPath("torch", "fp32", device)]
+    bf16_cpu = {"avx512_bf16", "amx_bf16"} & set(cpu_flags())
+    if gpu:
+        paths.append(BenchPath("torch", "fp16", device))
+    elif bf16_cpu:
+        paths.append(BenchPath("torch", "bf16", device))
+    if _installed("onnxruntime"):
+        paths.append(BenchPath("onnxruntime", "fp32", device))
+        if gpu:
+            paths.append(BenchPath("onnxruntime", "fp16", device))
+    if not gpu and _installed("openvino"):
+        from s3pot.runtime.backends.openvino import cpu_precisions
+
+        paths += [BenchPath("openvino", precision, "cpu") for precision in cpu_precisions()]
+    if gpu and _installed("tensorrt") and folder is not None:
+        from s3pot.runtime.backends.auto import engines_present
+
+        paths += [BenchPath("tensorrt", precision, device) for precision in ("fp32", "fp16")
+                  if engines_present(folder, precision)]
+    return paths
+
+
+def select_paths(paths: list[BenchPath], backends, precisions) -> list[BenchPath]:
+    """The paths the user asked for; the baseline always stays (every ratio needs it)."""
+    known = {p.backend for p in paths} | {"torch", "onnxruntime", "openvino", "tensorrt"}
+    for backend in backends or ():
+        if backend not in known:
+            raise S3potInputError(f"--backends: expected some of {', '.join(sorted(known))}, got "
+                                  f"{backend!r}")
+    chosen = [p for p in paths if p.backend == "authors" or (
+        (not backends or p.backend in backends) and (not precisions or p.precision in precisions))]
+    if len(chosen) == 1:
+        have = ", ".join(p.name for p in paths[1:])
+        raise S3potInputError(f"--backends/--precisions: nothing on this machine matches; it has "
+                              f"{have or 'no backend besides the baseline'}")
+    return chosen
+
+
+# -- the model -----------------------------------------------------------------------------------
+def weights_record(variant: str, checkpoint, adapter, seed: int) -> dict:
+    if checkpoint is None:
+        if adapter is not None:
+            raise S3potInputError("--adapter: needs --checkpoint (an adapter on random SAM weights "
+                                  "measures nothing the random weights do not)")
+        return {"kind": "random", "seed": seed}
+    return {"kind": "checkpoint", "checkpoint": str(checkpoint),
+            "adapter": None if adapter is None else str(adapter)}
+
+
+def ensure_export(variant: str, weights: dict, out: Path, model: Path | None, gpu: bool,
+                  say) -> tuple[Path, dict]:
+    """The export folder the graph backends run: ``model`` when given (its weights must be the
+    ones the PyTorch paths load), else ``out/export-VARIANT`` (made once, reused while it matches)."""
+    from s3pot.core.manifest import read_manifest
+
+    precisions = ("fp32", "fp16") if gpu else ("fp32",)
+    if model is not None:
+        manifest = read_manifest(model)
+        if manifest["variant"] != variant:
+            raise S3potInputError(f"--model '{model}': expected variant {variant!r} (--variant), "
+                                  f"got {manifest['variant']!r}")
+        _check_weights(manifest["weights"], weights, model)
+        return model, manifest
+    folder = out / f"export-{variant}"
+    try:
+        manifest = read_manifest(folder)
+        _check_weights(manifest["weights"], weights, folder)
+        if set(precisions) <= set(manifest["precisions"]):
+            say(f"reusing the export in {folder}")
+            return folder, manifest
+    except Exception:  # absent, damaged or of other weights: made again
+        pass
+    from s3pot.export.folder import ExportRequest, export_folder
+
+    random = weights["kind"] == "random"
+    request = ExportRequest(variant=variant, checkpoint=weights.get("checkpoint"),
+                            adapter=weights.get("adapter"), random_weights=random,
+                            seed=weights.get("seed", 0), precisions=precisions, overwrite=True)
+    say(f"exporting {variant} ({', '.join(precisions)}) to {folder}, checked against PyTorch ...")
+    manifest = export_folder(request, folder, progress=lambda m: say(f"  {m}"))
+    return folder, manifest
+
+
+def _check_weights(recorded: dict, weights: dict, folder: Path) -> None:
+    if recorded["kind"] != weights["kind"] or (
+            weights["kind"] == "random" and recorded.get("seed") != weights["seed"]):
+        raise S3potInputError(
+            f"export '{folder}': its graphs carry {_describe_weights(recorded)}, the PyTorch "
+            f"paths would load {_describe_weights(weights)}; pass the same weights")
+    if weights["kind"] == "checkpoint":
+        from s3pot.core.manifest import sha256_file
+
+        if recorded["checkpoint"]["sha256"] != sha256_file(weights["checkpoint"]):
+            raise S3potInputError(f"--checkpoint '{weights['checkpoint']}': expected the checkpoint "
+                                  f"export '{folder}' was made from "
+                                  f"({recorded['checkpoint']['name']}), got another file")
+
+
+def _describe_weights(weights: dict) -> str:
+    if weights["kind"] == "random":
+        return f"random weights (seed {weights.get('seed')})"
+    checkpoint = weights["checkpoint"]
+    return f"checkpoint {checkpoint['name'] if isinstance(checkpoint, dict) else checkpoint}"
+
+
+# -- running the paths ---------------------------------------------------------------------------
+def run_child(config: dict, work: Path) -> dict:
+    """One path in a fresh process; its result, with that process's own peak host memory."""
+    work.mkdir(parents=True, exist_ok=True)
+    config = {**config, "out": str(work)}
+    (work / "config.json").write_text(json.dumps(config))
+    with open(work / "stderr.txt", "w+") as err:
+        proc = subprocess.run([sys.executable, "-m", "s3pot.benchmarks.child",
+                               str(work / "config.json")], stdout=err, stderr=err)
+        err.seek(0)
+        stderr = err.read()
+    if proc.returncode != 0:
+        lines = [l for l in stderr.strip().splitlines() if l.strip()]
+        error = next((l for l in reversed(lines) if "Error" in l or "error" in l), lines[-1] if lines else "")
+        return {"status": "failed", "error": error[-500:], "log_tail": "\n".join(lines[-20:])}
+    result = json.loads((work / "result.json").read_text())
+    result["status"] = "ok"
+    return result
+
+
+def summary(values: list[float]) -> dict:
+    """median, p90, p99, mean, min of ``values`` (seconds) and their count."""
+    array = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(array)), "p90": float(np.percentile(array, 90)),
+            "p99": float(np.percentile(array, 99)), "mean": float(array.mean()),
+            "min": float(array.min()), "n": int(array.size)}
+
+
+def stage_summaries(runs: list[dict]) -> tuple[dict, dict]:
+    stages = {key: summary([run.get(key, 0.0) for run in runs]) for key in STAGE_KEYS}
+    return stages, summary([run["total"] for run in runs])
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boolean masks; two empty masks agree fully (1.0)."""
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def accuracy(arrays, reference) -> dict:
+    """A path's outputs against the baseline's: prompts (per face token), mask IoU, and the
+    relative L2 error of each stage's output on the same inputs."""
+    from s3pot.export.onnx_export import rel_l2
+
+    face = np.union1d(reference["occlusion_tokens"], reference["face_tokens"])
+    ref_occ, got_occ = set(reference["occlusion_tokens"].tolist()), set(arrays["occlusion_tokens"].tolist())
+    agree = sum((t in ref_occ) == (t in got_occ) for t in face.tolist())
+    same = (np.array_equal(arrays["occlusion_tokens"], reference["occlusion_tokens"])
+            and np.array_equal(arrays["face_tokens"], reference["face_tokens"]))
+    errors = {}
+    for stage in ("encoder", "fe", "sa", "decoder"):
+        key = f"output:{stage}"
+        if key in arrays.files and key in reference.files:
+            got, want = arrays[key], reference[key]
+            errors[stage] = rel_l2(got, want) if got.shape == want.shape else None
+    return {"reference": BASELINE, "prompts_equal": bool(same),
+            "initial_token_equal": bool(int(arrays["initial_token"]) == int(reference["initial_token"])),
+            "prompt_agreement": agree / max(1, face.size), "face_tokens": int(face.size),
+            "occlusion_prompts": int(arrays["occlusion_tokens"].size),
+            "mask_iou": mask_iou(arrays["occlusion"], reference["occlusion"]),
+            "logits_rel_error": rel_l2(arrays["low_res_logits"], reference["low_res_logits"]),
+            "stage_rel_error": errors}
+
+
+@dataclass
+class BenchOptions:
+    variant: str = "vit_b"
+    checkpoint: Path | None = None
+    adapter: Path | None = None
+    seed: int = 0
+    model: Path | None = None
+    backends: tuple = ()
+    precisions: tuple = ()
+    runs: int = 2
+    warmup: int = 1
+    video_runs: int | None = None
+    threads: int = 0
+    out: Path = Path("out/bench")
+    floor: bool = True
+    device: str = "auto"
+
+
+def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
+    """Measure every path; returns the report (see :mod:`.report` for what is written)."""
+    from s3pot.core.gpu import nvidia_gpu_present
+    from s3pot.core.spec import resolve_face_set
+    from s3pot.models import get_variant
+
+    get_variant(options.variant)  # an unknown name lists the known ones
+    if options.runs < 1 or options.warmup < 0:
+        raise S3potInputError(f"--runs/--warmup: expected runs >= 1 and warmup >= 0, got "
+                              f"{options.runs} and {options.warmup}")
+    gpu = options.device != "cpu" and nvidia_gpu_present()
+    weights = weights_record(options.variant, options.checkpoint, options.adapter, options.seed)
+    options.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    folder, manifest = ensure_export(options.variant, weights, options.out, options.model, gpu, say)
+    paths = select_paths(available_paths(gpu, folder), options.backends, options.precisions)
+    sample = [str(DATA / name) for name in SAMPLE]
+    config = {"variant": options.variant, "weights": weights, "model": str(folder),
+              "normalization": manifest["normalization"],
+              "face_set": list(resolve_face_set(manifest["face_set"])),
+              "sample": sample, "runs": options.runs, "warmup": options.warmup,
+              "video_runs": options.runs if options.video_runs is None else options.video_runs,
+              "threads": options.threads}
+    report = {"schema": SCHEMA, "benchmark": "s3pot bench",
+              "created": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(),
+              "variant": options.variant, "weights": {**weights, "label": _weights_label(weights)},
+              "sample": SAMPLE[0], "image_size": 1024, "runs": options.runs,
+              "warmup": options.warmup, "video_runs": config["video_runs"],
+              "clock": ("perf_counter around each stage; every stage returns host arrays, so a GPU "
+                        "stage's time includes its synchronisation"), "paths": []}
+    with tempfile.TemporaryDirectory(prefix="s3pot-bench-") as scratch:
+        scratch = Path(scratch)
+        for index, path in enumerate(paths, 1):
+            say(f"[{index}/{len(paths)}] {path.name} on {path.device}: build, {options.warmup} "
+                f"warm-up + {options.runs} runs + {config['video_runs']} video runs ...")
+            child = {**config, "path": asdict(path),
+                     "baseline_arrays": str(scratch / entry_dir(1) / "arrays.npz") if index > 1 else None}
+            result = run_child(child, scratch / entry_dir(index))
+            entry = {"name": path.name, **asdict(path), "reduced": path.reduced, **result}
+            if result["status"] != "ok":
+                if index == 1:
+                    raise S3potInputError(f"the baseline failed: {result['error']}\n{result['log_tail']}")
+                say(f"    failed: {result['error']}")
+                report["paths"].append(entry)
+                continue
+            entry["stages"], entry["total"] = stage_summaries(result.pop("runs"))
+            video = result.pop("video_runs")
+            entry.pop("video_runs", None)
+            if video:
+                entry["video_stages"], entry["video_total"] = stage_summaries(video)
+            arrays = np.load(scratch / entry_dir(index) / "arrays.npz", allow_pickle=False)
+            if index == 1:
+                reference = arrays
+            entry["accuracy"] = accuracy(arrays, reference)
+            report["paths"].append(entry)
+            say(f"    {entry['total']['median']:.3f} s per sample (median), peak host memory "
+                f"{entry['peak_host_bytes'] / 1e9:.2f} GB")
+    if options.floor:
+        say("the floor: FLOPs per stage and each library's GEMM rate ...")
+        report["floor"] = measure_floor(report, options)
+    finish(report)
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def entry_dir(index: int) -> str:
+    return BASELINE if index == 1 else f"path{index}"
+
+
+def _weights_label(weights: dict) -> str:
+    if weights["kind"] == "random":
+        return f"random weights (seed {weights['seed']}); latency does not depend on their values"
+    label = f"checkpoint {Path(weights['checkpoint']).name}"
+    return label + (f" + adapter {Path(weights['adapter']).name}" if weights.get("adapter") else "")
+
+
+def measure_floor(report: dict, options: BenchOptions) -> dict:
+    """FLOPs per stage (this run's prompt count) and the GEMM rate of every library that ran."""
+    from .floor import GEMM_SHAPE, gemm_rate, stage_flops
+
+    baseline = report["paths"][0]
+    points = baseline["accuracy"]["face_tokens"]  # every face token is one prompt
+    flops = stage_flops(report["variant"], points)
+    rates = {}
+    for entry in report["paths"]:
+        if entry["status"] != "ok":
+            continue
+        key = _rate_key(entry)
+        if key not in rates:
+            gflops, what = gemm_rate(entry["backend"], entry["precision"], entry["device"],
+                                     options.threads)
+            rates[key] = {"gflops": gflops, "measured": what}
+    return {"flops": flops, "gemm": {"m": GEMM_SHAPE[0], "k": GEMM_SHAPE[1], "n": GEMM_SHAPE[2]},
+            "rates": rates, "prompts": points}
+
+
+def _rate_key(entry: dict) -> str:
+    library = "torch" if entry["backend"] == "authors" else entry["backend"]
+    return f"{library} {entry['precision']} {entry['device']}"
+
+
+#: Images through the encoder per sample: image and reference (the video case: the image only).
+IMAGES_PER_SAMPLE, IMAGES_PER_VIDEO_FRAME = 2, 1
+
+
+def finish(report: dict) -> None:
+    """Ratios against the baseline, distance to the floor, the checks and the headline."""
+    paths = [p for p in report["paths"] if p["status"] == "ok"]
+    baseline = paths[0]
+    base_total = baseline["total"]["median"]
+    floor = report.get("floor")
+    for entry in paths:
+        entry["speedup"] = base_total / entry["total"]["median"]
+        if "video_total" in entry:
+            entry["video_speedup"] = base_total / entry["video_total"]["median"]
+        entry["throughput_per_s"] = 1.0 / entry["total"]["median"]
+        entry["encoder_per_image_s"] = entry["stages"]["encoder"]["median"] / IMAGES_PER_SAMPLE
+        if floor:
+            rate = floor["rates"][_rate_key(entry)]["gflops"] * 1e9
+            entry["floor"] = {stage: {"seconds": flops / rate} for stage, flops in floor["flops"].items()}
+            entry["floor"]["encoder"]["per_image_s"] = entry["encoder_per_image_s"]
+            entry["floor"]["encoder"]["ratio"] = entry["encoder_per_image_s"] / entry["floor"]["encoder"]["seconds"]
+    fp32 = [p for p in paths[1:] if not p["reduced"]]
+    reduced = [p for p in paths[1:] if p["reduced"]]
+    checks = {"fp32_prompts_equal_baseline": {p["name"]: p["accuracy"]["prompts_equal"] for p in fp32}}
+    head = {}
+    if fp32:
+        best = min(fp32, key=lambda p: p["total"]["median"])
+        head["fastest_fp32"] = {"name": best["name"], "speedup": best["speedup"]}
+        if floor:
+            head["fastest_fp32"]["encoder_floor_ratio"] = best["floor"]["encoder"]["ratio"]
+    if reduced:
+        best = min(reduced, key=lambda p: p["total"]["median"])
+        head["fastest_reduced"] = {"name": best["name"], "speedup": best["speedup"],
+                                   "mask_iou": best["accuracy"]["mask_iou"],
+                                   "prompt_agreement": best["accuracy"]["prompt_agreement"]}
+    fastest = min(paths, key=lambda p: p["total"]["median"])
+    shares = {k: v["median"] / fastest["total"]["median"] for k, v in fastest["stages"].items()}
+    head["dominant"] = {"path": fastest["name"], "stage": max(shares, key=shares.get),
+                        "share": max(shares.values())}
+    report["checks"] = checks
+    report["headline"] = head

@@ -1,0 +1,192 @@
+"""One measured path of ``s3pot bench``, run in its own process (``python -m s3pot.benchmarks.child
+CONFIG``) so that its peak host memory is its own.
+
+The parent writes ``CONFIG`` (JSON: the path, the model, the sample, the run counts, where to
+write) and reads back ``result.json`` (timings, what ran) and ``arrays.npz`` (prompts, mask,
+logits, and each stage's output on the baseline's inputs, for the accuracy columns).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from s3pot.core.io_table import DECODER, ENCODER, FE, SA
+
+#: Stages re-run on the baseline's recorded inputs, so their error is their own (the encoder's
+#: input is the same pixels everywhere, so its own output is compared).
+ISOLATED_STAGES = (FE.name, SA.name, DECODER.name)
+
+
+def _torch_model(config: dict):
+    from s3pot.models import build_s3pot
+
+    weights = config["weights"]
+    return build_s3pot(config["variant"], checkpoint=weights.get("checkpoint"),
+                       adapter=weights.get("adapter"), random_weights=weights["kind"] == "random",
+                       seed=weights.get("seed", 0))
+
+
+def _runner(config: dict):
+    from s3pot.runtime.backends import ModelSpec, create_runner
+
+    path, weights = config["path"], config["weights"]
+    if path["backend"] == "torch":
+        spec = ModelSpec(variant=config["variant"], checkpoint=weights.get("checkpoint"),
+                         adapter=weights.get("adapter"), random_weights=weights["kind"] == "random",
+                         seed=weights.get("seed", 0), precision=path["precision"],
+                         device=path["device"], threads=config["threads"])
+    else:
+        spec = ModelSpec(folder=Path(config["model"]), precision=path["precision"],
+                         device=path["device"], threads=config["threads"])
+    return create_runner(path["backend"], spec)
+
+
+class _Recorder:
+    """Keeps each stage's first output of the next run (wraps ``runner.infer``)."""
+
+    def __init__(self, runner) -> None:
+        self.outputs: dict = {}
+        self.on = False
+        self._infer = runner.infer
+        runner.infer = self
+
+    def __call__(self, stage: str, feeds: dict) -> dict:
+        out = self._infer(stage, feeds)
+        if self.on and stage not in self.outputs:
+            self.outputs[stage] = {k: np.array(v) for k, v in out.items()}
+        return out
+
+
+def peak_host_bytes() -> int:
+    """This process's peak resident set since it started executing: ``VmHWM`` of its own address
+    space. (``ru_maxrss`` would also count the parent's pages that the fork shared before exec.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _device_memory(config: dict) -> int | None:
+    """Peak device memory in bytes where it can be read (PyTorch's allocator), else None."""
+    if config["path"]["device"] == "cpu":
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+
+def run_baseline(config: dict, prepare) -> tuple[dict, dict]:
+    from .baseline import AuthorsPipeline
+
+    start = time.perf_counter()
+    pipeline = AuthorsPipeline(_torch_model(config), device=config["path"]["device"])
+    build = time.perf_counter() - start
+    runs = []
+    for index in range(config["warmup"] + config["runs"]):
+        start = time.perf_counter()
+        prepared = prepare()
+        timings = {"preprocess": time.perf_counter() - start}
+        result = pipeline.segment(prepared, timings, record=index == 0)
+        timings["total"] = time.perf_counter() - start
+        if index == 0:
+            first = result
+        if index >= config["warmup"]:
+            runs.append(timings)
+    arrays = _result_arrays(result)
+    for stage, (feeds, output) in first.stage_io.items():
+        arrays[f"output:{stage}"] = output
+        for name, value in feeds.items():
+            arrays[f"feed:{stage}:{name}"] = value
+    return {"build_s": build, "runs": runs, "video_runs": [], "runner": "PyTorch eager FP32, the "
+            "authors' way (separate encoder calls, Python greedy scan)"}, arrays
+
+
+def run_pipeline(config: dict, prepare) -> tuple[dict, dict]:
+    from s3pot.runtime.pipeline import Pipeline
+
+    start = time.perf_counter()
+    runner = _runner(config)
+    recorder = _Recorder(runner)
+    context = {"normalization": config["normalization"], "face_set": tuple(config["face_set"])}
+    pipeline = Pipeline(runner, reference_cache=0, **context)
+    build = time.perf_counter() - start
+    runs = []
+    for index in range(config["warmup"] + config["runs"]):
+        recorder.on = index == config["warmup"]
+        start = time.perf_counter()
+        prepared = prepare()
+        timings = {"preprocess": time.perf_counter() - start}
+        segmentation = pipeline.run(prepared, timings)
+        timings["total"] = time.perf_counter() - start
+        if index >= config["warmup"]:
+            runs.append(timings)
+    recorder.on = False
+    # The fixed-reference (video) case: the reference's embedding cached after the first frame.
+    video = Pipeline(runner, reference_cache=1, **context)
+    video_runs = []
+    for index in range(1 + config["video_runs"]):
+        start = time.perf_counter()
+        prepared = prepare()
+        timings = {"preprocess": time.perf_counter() - start}
+        video.run(prepared, timings)
+        timings["total"] = time.perf_counter() - start
+        if index:
+            video_runs.append(timings)
+    cache_hits = video.stats.reference_cache_hits
+    arrays = _result_arrays(segmentation)
+    arrays[f"output:{ENCODER.name}"] = recorder.outputs[ENCODER.name][
+        ENCODER.output_names[0]][:1]  # the image's embedding (the first of the batch)
+    baseline = np.load(config["baseline_arrays"], allow_pickle=False) \
+        if config.get("baseline_arrays") else None
+    if baseline is not None:
+        for stage in ISOLATED_STAGES:
+            prefix = f"feed:{stage}:"
+            feeds = {key[len(prefix):]: baseline[key] for key in baseline.files if key.startswith(prefix)}
+            out = runner.infer(stage, feeds)
+            arrays[f"output:{stage}"] = next(iter(out.values()))
+    info = runner.describe()
+    pipeline.close()
+    return {"build_s": build, "runs": runs, "video_runs": video_runs, "runner": info,
+            "video_cache_hits": cache_hits}, arrays
+
+
+def _result_arrays(result) -> dict:
+    return {"occlusion": result.occlusion, "low_res_logits": result.low_res_logits,
+            "occlusion_tokens": result.occlusion_tokens, "face_tokens": result.face_tokens,
+            "initial_token": np.array(result.initial_token)}
+
+
+def main(argv=None) -> int:
+    from s3pot.runtime.preprocess import prepare_inputs
+
+    config = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
+    normalization, face_set = config["normalization"], config["face_set"]
+
+    def prepare():
+        return prepare_inputs(*config["sample"], normalization=normalization, face_set=tuple(face_set))
+
+    if config["path"]["backend"] == "authors":
+        result, arrays = run_baseline(config, prepare)
+    else:
+        result, arrays = run_pipeline(config, prepare)
+    result["device_memory_bytes"] = _device_memory(config)
+    result["peak_host_bytes"] = peak_host_bytes()
+    out = Path(config["out"])
+    np.savez(out / "arrays.npz", **arrays)
+    (out / "result.json").write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The floor under every stage: its FLOP count over the measured matrix-multiply rate of the
+library that runs it, on the same machine, in the same run.
+
+FLOPs are counted by PyTorch's ``FlopCounterMode`` on the stage modules built on the ``meta``
+device (no weights, no arithmetic: it takes a second even for ViT-H); they count matrix products,
+convolutions and attention (2 FLOPs per multiply-add), the work a GEMM library does. Elementwise
+work (norms, softmax, GELU) is left out, so a stage at its floor runs its products at the
+library's GEMM rate and spends nothing on the rest.
+
+The rate is that of one GEMM of ViT-B's MLP shape (``4096 x 768`` times ``768 x 3072``, the
+encoder's most common product), timed in each library at each precision it is asked for.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from s3pot.core.io_table import STAGES
+
+#: The GEMM whose rate is the floor: M x K times K x N.
+GEMM_SHAPE = (4096, 768, 3072)
+GEMM_FLOPS = 2 * GEMM_SHAPE[0] * GEMM_SHAPE[1] * GEMM_SHAPE[2]
+
+
+def stage_flops(variant: str, num_points: int) -> dict[str, float]:
+    """FLOPs of each exported stage for one sample: the encoder per image, FE on the pair, SA and
+    the decoder with ``num_points`` prompts (the run's own count)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from s3pot.export.onnx_export import sample_feeds
+    from s3pot.models import STAGE_MODULES, build_s3pot
+
+    with torch.device("meta"):
+        model = build_s3pot(variant, random_weights=True).eval()
+    points = max(1, num_points)
+    sizes = {"batch": 1, "pair": 2, "num_points": points, "num_points_plus_1": points + 1}
+    flops = {}
+    for stage in STAGES:
+        feeds = sample_feeds(stage, "opt", sizes=sizes)
+        args = [torch.from_numpy(np.ascontiguousarray(v)).to("meta") for v in feeds.values()]
+        with FlopCounterMode(display=False) as counter:  # (no_grad trips its module hooks)
+            STAGE_MODULES[stage](model)(*args)
+        flops[stage] = float(counter.get_total_flops())
+    return flops
+
+
+def _median_rate(fn, repeat: int = 5) -> float:
+    """GFLOP/s of ``fn`` (one GEMM), median of ``repeat`` calls after two warm-up calls."""
+    fn(), fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return GEMM_FLOPS / statistics.median(times) / 1e9
+
+
+def _operands(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    m, k, n = GEMM_SHAPE
+    return rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+
+
+def torch_rate(precision: str, device: str = "cpu", threads: int = 0) -> float:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    a, b = (torch.from_numpy(x).to(device=device, dtype=dtype) for x in _operands())
+
+    def gemm():
+        a @ b
+        if a.is_cuda:
+            torch.cuda.synchronize(a.device)
+
+    return _median_rate(gemm)
+
+
+def _matmul_graph(folder: Path) -> Path:
+    """An ONNX graph of one MatMul with the right operand as a weight (as in the encoder)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m, k, n = GEMM_SHAPE
+    _, b = _operands()
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+        initializer=[numpy_helper.from_array(b, "b")])
+    path = folder / "gemm.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(path))  # (IR 8 = opset 17: what every ONNX Runtime reads)
+    return path
+
+
+def onnxruntime_rate(device: str = "cpu", threads: int = 0) -> float:
+    import onnxruntime as ort
+
+    from s3pot.runtime.backends.onnxruntime import resolve_providers, session_options
+
+    a, _ = _operands()
+    with tempfile.TemporaryDirectory() as folder:
+        session = ort.InferenceSession(str(_matmul_graph(Path(folder))), session_options(threads),
+                                       providers=resolve_providers(device))
+    return _median_rate(lambda: session.run(None, {"a": a}))
+
+
+def openvino_rate(precision: str, threads: int = 0) -> float:
+    import openvino as ov
+
+    from s3pot.runtime.backends.openvino.loader import PRECISION_HINTS
+
+    a, _ = _operands()
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    with tempfile.TemporaryDirectory() as folder:
+        compiled = ov.Core().compile_model(str(_matmul_graph(Path(folder))), "CPU", config)
+    request = compiled.create_infer_request()
+    return _median_rate(lambda: request.infer({0: a}))
+
+
+def gemm_rate(library: str, precision: str, device: str, threads: int = 0) -> tuple[float, str]:
+    """``(GFLOP/s, what was measured)`` of the library that runs a path. TensorRT cannot be timed
+    without building an engine; its floor uses cuBLAS's rate through PyTorch (same GPU)."""
+    if library in ("torch", "authors"):
+        return torch_rate(precision, device, threads), f"torch.matmul {precision} on {device}"
+    if library == "onnxruntime":
+        if precision != "fp32":
+            return torch_rate(precision, device, threads), f"torch.matmul {precision} (proxy)"
+        return onnxruntime_rate(device, threads), f"onnxruntime MatMul fp32 on {device}"
+    if library == "openvino":
+        return openvino_rate(precision, threads), f"openvino MatMul {precision} on cpu"
+    return torch_rate(precision, device, threads), f"torch.matmul {precision} on {device} (proxy)"

@@ -1,0 +1,129 @@
+"""`s3pot bench` on the tiny variant, as CI runs it, and the pieces it is made of.
+
+Timings are never asserted: only that every path and stage is measured and reported, that the
+baseline gives the pipeline's prompts, and that bad input gets one clear error.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from helpers import TINY_EXPORT_SEED
+from s3pot.benchmarks.baseline import STAGE_KEYS, authors_greedy
+from s3pot.benchmarks.bench import BenchPath, mask_iou, select_paths, summary
+from s3pot.benchmarks.report import compare, load_report, markdown
+from s3pot.core.errors import S3potInputError
+from s3pot.kernels import greedy_match
+from s3pot.runtime.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tiny_export_dir, tmp_path_factory):
+    """`s3pot bench --variant tiny --runs 3 --json FILE` on the shared tiny export."""
+    out = tmp_path_factory.mktemp("bench")
+    code = main(["bench", "--variant", "tiny", "--runs", "3", "--json", str(out / "copy.json"),
+                 "--model", str(tiny_export_dir), "--seed", str(TINY_EXPORT_SEED),
+                 "--out", str(out)])
+    return code, out
+
+
+def test_tiny_bench_fills_every_stage_of_every_path(tiny_bench):
+    code, out = tiny_bench
+    assert code == 0
+    report = json.loads((out / "copy.json").read_text())
+    assert report == json.loads((out / "bench.json").read_text())
+    names = [p["name"] for p in report["paths"]]
+    assert names[0] == "baseline" and {"torch fp32", "onnxruntime fp32"} <= set(names)
+    for path in report["paths"]:
+        assert path["status"] == "ok", path
+        for stage in STAGE_KEYS:
+            stats = path["stages"][stage]
+            assert stats["n"] == 3 and 0 < stats["median"] <= stats["p90"] <= stats["p99"], (path["name"], stage)
+        assert path["total"]["median"] > path["stages"]["encoder"]["median"]
+        assert path["peak_host_bytes"] > 100e6 and path["speedup"] > 0
+        assert path["floor"]["encoder"]["ratio"] > 0
+    for path in report["paths"][1:]:
+        assert path["video_total"]["n"] == 3 and path["video_cache_hits"] == 3
+        assert set(path["accuracy"]["stage_rel_error"]) == {"encoder", "fe", "sa", "decoder"}
+    fp32 = [p for p in report["paths"] if p["precision"] == "fp32"]
+    for path in fp32:  # the baseline gives the pipeline's prompts, and the same mask
+        assert path["accuracy"]["prompts_equal"] and path["accuracy"]["mask_iou"] > 0.999, path["name"]
+        assert max(path["accuracy"]["stage_rel_error"].values() or [0]) < 1e-3, path["name"]
+    assert all(report["checks"]["fp32_prompts_equal_baseline"].values())
+    assert report["weights"]["kind"] == "random" and "random weights" in report["weights"]["label"]
+    assert report["floor"]["flops"]["encoder"] > 1e9 and report["floor"]["rates"]
+    assert report["environment"]["cores"] >= 1 and report["environment"]["versions"]["numpy"]
+
+
+def test_tiny_bench_writes_markdown_and_chart(tiny_bench):
+    _, out = tiny_bench
+    text = (out / "bench.md").read_text()
+    assert "| baseline |" in text and "Stage medians" in text and "The floor" in text
+    pytest.importorskip("matplotlib")
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_reports_the_change_per_path_and_stage(tiny_bench, capsys):
+    _, out = tiny_bench
+    report = load_report(out / "bench.json")
+    lines = compare(report, report)
+    assert any(line.startswith("| onnxruntime fp32 |") and "(1.00x)" in line for line in lines)
+    older = json.loads(json.dumps(report))
+    older["paths"] = [p for p in older["paths"] if p["name"] != "torch fp32"]
+    older["paths"][0]["total"]["median"] *= 2
+    lines = compare(report, older)
+    baseline = next(line for line in lines if line.startswith("| baseline |"))
+    assert "(0.50x)" in baseline and not any(line.startswith("| torch fp32 |") for line in lines)
+    assert "| baseline |" in markdown(report)
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "could not read it"),
+    ("{not json", "invalid JSON"),
+    ('{"benchmark": "greedy"}', "got another file"),
+])
+def test_compare_with_a_bad_file_is_one_clear_error(tmp_path, capsys, content, expected):
+    old = tmp_path / "old.json"
+    if content is not None:
+        old.write_text(content)
+    assert main(["bench", "--variant", "tiny", "--compare", str(old), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err and str(old) in err
+    assert not (tmp_path / "o").exists()  # refused before anything ran
+
+
+def test_export_of_other_weights_is_refused(tiny_export_dir, tmp_path, capsys):
+    code = main(["bench", "--variant", "tiny", "--model", str(tiny_export_dir), "--seed", "0",
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"random weights (seed {TINY_EXPORT_SEED})" in err and "(seed 0)" in err
+
+
+def test_unknown_backend_and_empty_selection_are_refused():
+    paths = [BenchPath("authors", "fp32", "cpu"), BenchPath("onnxruntime", "fp32", "cpu")]
+    with pytest.raises(S3potInputError, match="expected some of"):
+        select_paths(paths, ("tensorrtx",), ())
+    with pytest.raises(S3potInputError, match="nothing on this machine matches"):
+        select_paths(paths, ("onnxruntime",), ("bf16",))
+    assert [p.name for p in select_paths(paths, ("onnxruntime",), ())] == ["baseline", "onnxruntime fp32"]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_authors_greedy_is_spec_matching_bit_for_bit(ties):
+    rng = np.random.default_rng(5)
+    sim = rng.integers(0, 3, (40, 90)) if ties else rng.standard_normal((40, 90))
+    sim = sim.astype(np.float32)  # three values: almost every comparison a tie (SPEC's order)
+    np.testing.assert_array_equal(authors_greedy(sim), greedy_match(sim))
+
+
+def test_summary_and_mask_iou():
+    stats = summary([3.0, 1.0, 2.0, 4.0])
+    assert stats["median"] == 2.5 and stats["min"] == 1.0 and stats["n"] == 4
+    assert stats["p90"] == pytest.approx(3.7) and stats["p99"] == pytest.approx(3.97)
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    assert mask_iou(a, b) == 1.0  # nothing to find, nothing found
+    a[0, :2] = b[0, 1:3] = True
+    assert mask_iou(a, b) == pytest.approx(1 / 3)
