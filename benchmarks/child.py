@@ -162,7 +162,7 @@ def run_pipeline(config: dict, prepare) -> tuple[dict, dict]:
 
 
 def _result_arrays(result) -> dict:
-    return {"occlusion": result.occlusion, "low_res_logits": result.low_res_logits,
+    return {"occlusion": result.occlusion, "mask_logits": result.low_res_logits,
             "occlusion_tokens": result.occlusion_tokens, "face_tokens": result.face_tokens,
             "initial_token": np.array(result.initial_token)}
 

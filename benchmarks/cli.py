@@ -7,11 +7,12 @@ case (reference embedding cached) and its peak host memory. Every path's prompts
 per-stage outputs are compared with the baseline's; every encoder figure has its distance to the
 floor (FLOPs over the library's measured GEMM rate) beside it. Reduced precision (OpenVINO BF16,
 torch BF16 on CPUs with AVX512-BF16; FP16 on a GPU) is measured as its own path, never chosen
-silently. Random weights unless --checkpoint is given (latency does not depend on their values).
+silently. PyTorch FP32 on the CPU (the baseline's own modules) runs when --backends names torch. Random weights unless --checkpoint is given (latency does not depend on their values).
 
 Writes OUT/bench.json (every figure), OUT/bench.md and OUT/bench.png; prints the tables.
 
   s3pot bench                                   # ViT-B, every path (about 8 minutes on 2 cores)
+  s3pot bench --backends torch                  # PyTorch FP32 on the CPU, left out by default
   s3pot bench --variant tiny --runs 3 --json bench.json
   s3pot bench --backends onnxruntime openvino --precisions bf16 --compare out/bench/old.json
 """
@@ -88,7 +89,12 @@ def run(args) -> int:
     failed = [p["name"] for p in report["paths"] if p["status"] != "ok"]
     if failed:
         say(f"paths that failed: {', '.join(failed)} (see the table)")
-    if not all(report["checks"]["fp32_prompts_equal_baseline"].values()):
+    checks = report["checks"]
+    if not all(checks["fp32_prompts_equal_baseline"].values()):
         say("error: an FP32 path's prompts differ from the baseline's (see the table)")
+        return 1
+    if not all(checks["fp32_stage_error_ok"].values()):
+        say(f"error: an FP32 path's stage differs from PyTorch's by more than relative L2 "
+            f"{checks['fp32_stage_error_within']:.0e} (see bench.md)")
         return 1
     return 0

@@ -132,9 +132,14 @@ def headline_lines(report: dict) -> list[str]:
     d = head["dominant"]
     lines.append(f"What is left: on {d['path']}, the {STAGE_LABELS[d['stage']]} takes "
                  f"{d['share'] * 100:.0f}% of a sample.")
-    bad = [name for name, same in report["checks"]["fp32_prompts_equal_baseline"].items() if not same]
+    checks = report["checks"]
+    bad = [name for name, same in checks["fp32_prompts_equal_baseline"].items() if not same]
     if bad:
         lines.append(f"CHECK FAILED: FP32 prompts differ from the baseline's on {', '.join(bad)}.")
+    bad = [name for name, ok in checks["fp32_stage_error_ok"].items() if not ok]
+    if bad:
+        lines.append(f"CHECK FAILED: an FP32 stage is off PyTorch's by more than relative L2 "
+                     f"{checks['fp32_stage_error_within']:.0e} on {', '.join(bad)}.")
     return lines
 
 

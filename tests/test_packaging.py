@@ -110,10 +110,10 @@ import s3pot.runtime.visualize, s3pot.runtime.cli, s3pot.kernels
 import s3pot.core.io_table, s3pot.core.manifest, s3pot.core.sidecar, s3pot.runtime.backends.onnxruntime
 import s3pot.export.tensorrt, s3pot.runtime.cli.build
 import s3pot.runtime.backends.base, s3pot.runtime.backends.auto, s3pot.runtime.backends.tensorrt
-import s3pot.models.registry
-from s3pot.runtime.cli import TOOLS, build_parser
+import s3pot.models.registry, s3pot.runtime.backends.openvino, s3pot.benchmarks.bench, s3pot.benchmarks.report
+from s3pot.runtime.cli import TOOLS, build_parser, tool_module
 for tool in TOOLS:
-    importlib.import_module(f's3pot.runtime.cli.{TOOLS[tool]}')
+    tool_module(tool)
     if tool != 'export':  # export reads its options from the exporter: it needs torch
         build_parser(only=tool)
 try:

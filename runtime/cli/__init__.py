@@ -28,10 +28,11 @@ TOOLS = {
     "evaluate": "s3pot.benchmarks.evaluate",
 }
 
-__all__ = ["EXIT_SAMPLES_FAILED", "EXIT_USER_ERROR", "TOOLS", "build_parser", "main"]
+__all__ = ["EXIT_SAMPLES_FAILED", "EXIT_USER_ERROR", "TOOLS", "build_parser", "main", "tool_module"]
 
 
-def _tool(name: str):
+def tool_module(name: str):
+    """The module of subcommand ``name`` (imported now)."""
     module = TOOLS[name]
     return importlib.import_module(module if "." in module else f"{__name__}.{module}")
 
@@ -45,7 +46,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if only is not None and name != only:
             sub.add_parser(name)  # keeps the command listed; its options are not needed now
             continue
-        module = _tool(name)
+        module = tool_module(name)
         doc = module.__doc__ or name
         tool = sub.add_parser(name, help=doc.splitlines()[0], description=doc,
                               formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -35,7 +35,8 @@ def test_tiny_bench_fills_every_stage_of_every_path(tiny_bench):
     report = json.loads((out / "copy.json").read_text())
     assert report == json.loads((out / "bench.json").read_text())
     names = [p["name"] for p in report["paths"]]
-    assert names[0] == "baseline" and {"torch fp32", "onnxruntime fp32"} <= set(names)
+    assert names[0] == "baseline" and "onnxruntime fp32" in names
+    assert "torch fp32" not in names  # on request only: the baseline's own modules on the CPU
     for path in report["paths"]:
         assert path["status"] == "ok", path
         for stage in STAGE_KEYS:
@@ -52,6 +53,7 @@ def test_tiny_bench_fills_every_stage_of_every_path(tiny_bench):
         assert path["accuracy"]["prompts_equal"] and path["accuracy"]["mask_iou"] > 0.999, path["name"]
         assert max(path["accuracy"]["stage_rel_error"].values() or [0]) < 1e-3, path["name"]
     assert all(report["checks"]["fp32_prompts_equal_baseline"].values())
+    assert all(report["checks"]["fp32_stage_error_ok"].values())
     assert report["weights"]["kind"] == "random" and "random weights" in report["weights"]["label"]
     assert report["floor"]["flops"]["encoder"] > 1e9 and report["floor"]["rates"]
     assert report["environment"]["cores"] >= 1 and report["environment"]["versions"]["numpy"]
@@ -71,11 +73,11 @@ def test_compare_reports_the_change_per_path_and_stage(tiny_bench, capsys):
     lines = compare(report, report)
     assert any(line.startswith("| onnxruntime fp32 |") and "(1.00x)" in line for line in lines)
     older = json.loads(json.dumps(report))
-    older["paths"] = [p for p in older["paths"] if p["name"] != "torch fp32"]
+    older["paths"] = [p for p in older["paths"] if p["name"] != "onnxruntime fp32"]
     older["paths"][0]["total"]["median"] *= 2
     lines = compare(report, older)
     baseline = next(line for line in lines if line.startswith("| baseline |"))
-    assert "(0.50x)" in baseline and not any(line.startswith("| torch fp32 |") for line in lines)
+    assert "(0.50x)" in baseline and not any(line.startswith("| onnxruntime fp32 |") for line in lines)
     assert "| baseline |" in markdown(report)
 
 
@@ -108,6 +110,9 @@ def test_unknown_backend_and_empty_selection_are_refused():
     with pytest.raises(S3potInputError, match="nothing on this machine matches"):
         select_paths(paths, ("onnxruntime",), ("bf16",))
     assert [p.name for p in select_paths(paths, ("onnxruntime",), ())] == ["baseline", "onnxruntime fp32"]
+    paths.append(BenchPath("torch", "fp32", "cpu"))
+    assert [p.name for p in select_paths(paths, (), ())] == ["baseline", "onnxruntime fp32"]
+    assert [p.name for p in select_paths(paths, ("torch",), ())] == ["baseline", "torch fp32"]
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -127,3 +132,16 @@ def test_summary_and_mask_iou():
     assert mask_iou(a, b) == 1.0  # nothing to find, nothing found
     a[0, :2] = b[0, 1:3] = True
     assert mask_iou(a, b) == pytest.approx(1 / 3)
+
+
+def test_gpu_run_script_says_when_there_is_no_gpu(tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("nvidia-smi"):
+        pytest.skip("a GPU machine runs the script for real")
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_run.sh"
+    proc = subprocess.run(["bash", str(script), str(tmp_path / "gpu")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "no NVIDIA GPU answers nvidia-smi" in proc.stderr

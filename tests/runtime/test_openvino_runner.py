@@ -9,6 +9,7 @@ import pytest
 
 from helpers import rel_l2
 from s3pot.core.errors import S3potInputError
+from s3pot.core.io_table import PIXELS
 from s3pot.export.onnx_export import sample_feeds
 from s3pot.runtime.backends import ModelSpec, create_runner
 from s3pot.runtime.pipeline import Pipeline
@@ -61,7 +62,7 @@ def test_bf16_where_the_cpu_runs_it(tiny_export_dir):
     with create_runner("openvino", ModelSpec(folder=tiny_export_dir, precision="bf16")) as bf16, \
             create_runner("openvino", ModelSpec(folder=tiny_export_dir)) as fp32:
         assert bf16.info.provider == "CPU (bf16)"
-        error = rel_l2(bf16.encode(feeds["pixels"]), fp32.encode(feeds["pixels"]))
+        error = rel_l2(bf16.encode(feeds[PIXELS]), fp32.encode(feeds[PIXELS]))
     assert 1e-5 < error < 0.05  # reduced precision: really reduced, still close
 
 
