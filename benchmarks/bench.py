@@ -336,7 +336,7 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
               "face_set": list(resolve_face_set(manifest["face_set"])),
               "sample": sample, "runs": options.runs, "warmup": options.warmup,
               "video_runs": options.runs if options.video_runs is None else options.video_runs,
-              "threads": options.threads}
+              "threads": options.threads, "floor": options.floor}
     report = {"schema": SCHEMA, "benchmark": "s3pot bench",
               "created": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(),
               "variant": options.variant, "weights": {**weights, "label": _weights_label(weights)},
@@ -374,8 +374,8 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
             say(f"    {entry['total']['median']:.3f} s per sample (median), peak host memory "
                 f"{entry['peak_host_bytes'] / 1e9:.2f} GB")
     if options.floor:
-        say("the floor: FLOPs per stage and each library's GEMM rate ...")
-        report["floor"] = measure_floor(report, options)
+        say("the floor: FLOPs per stage ...")
+        report["floor"] = measure_floor(report)
     finish(report)
     report["seconds"] = time.perf_counter() - started
     return report
@@ -392,29 +392,18 @@ def _weights_label(weights: dict) -> str:
     return label + (f" + adapter {Path(weights['adapter']).name}" if weights.get("adapter") else "")
 
 
-def measure_floor(report: dict, options: BenchOptions) -> dict:
-    """FLOPs per stage (this run's prompt count) and the GEMM rate of every library that ran."""
-    from .floor import GEMM_SHAPE, gemm_rate, stage_flops
+def measure_floor(report: dict) -> dict:
+    """FLOPs per stage (this run's prompt count) and the GEMM rate each path's process measured
+    of its library right after its runs (so a busier or quieter moment of the machine moves the
+    path and its floor together)."""
+    from .floor import GEMM_SHAPE, stage_flops
 
     baseline = report["paths"][0]
     points = baseline["accuracy"]["face_tokens"]  # every face token is one prompt
     flops = stage_flops(report["variant"], points)
-    rates = {}
-    for entry in report["paths"]:
-        if entry["status"] != "ok":
-            continue
-        key = _rate_key(entry)
-        if key not in rates:
-            gflops, what = gemm_rate(entry["backend"], entry["precision"], entry["device"],
-                                     options.threads)
-            rates[key] = {"gflops": gflops, "measured": what}
+    rates = {entry["name"]: entry["gemm"] for entry in report["paths"] if "gemm" in entry}
     return {"flops": flops, "gemm": {"m": GEMM_SHAPE[0], "k": GEMM_SHAPE[1], "n": GEMM_SHAPE[2]},
             "rates": rates, "prompts": points}
-
-
-def _rate_key(entry: dict) -> str:
-    library = "torch" if entry["backend"] == "authors" else entry["backend"]
-    return f"{library} {entry['precision']} {entry['device']}"
 
 
 #: Images through the encoder per sample: image and reference (the video case: the image only).
@@ -435,8 +424,8 @@ def finish(report: dict) -> None:
             entry["video_speedup"] = base_total / entry["video_total"]["median"]
         entry["throughput_per_s"] = 1.0 / entry["total"]["median"]
         entry["encoder_per_image_s"] = entry["stages"]["encoder"]["median"] / IMAGES_PER_SAMPLE
-        if floor:
-            rate = floor["rates"][_rate_key(entry)]["gflops"] * 1e9
+        if floor and entry["name"] in floor["rates"]:
+            rate = floor["rates"][entry["name"]]["gflops"] * 1e9
             entry["floor"] = {stage: {"seconds": flops / rate} for stage, flops in floor["flops"].items()}
             entry["floor"]["encoder"]["per_image_s"] = entry["encoder_per_image_s"]
             entry["floor"]["encoder"]["ratio"] = entry["encoder_per_image_s"] / entry["floor"]["encoder"]["seconds"]
@@ -452,7 +441,7 @@ def finish(report: dict) -> None:
     if fp32:
         best = min(fp32, key=lambda p: p["total"]["median"])
         head["fastest_fp32"] = {"name": best["name"], "speedup": best["speedup"]}
-        if floor:
+        if "floor" in best:
             head["fastest_fp32"]["encoder_floor_ratio"] = best["floor"]["encoder"]["ratio"]
     if reduced:
         best = min(reduced, key=lambda p: p["total"]["median"])

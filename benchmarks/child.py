@@ -180,6 +180,13 @@ def main(argv=None) -> int:
         result, arrays = run_baseline(config, prepare)
     else:
         result, arrays = run_pipeline(config, prepare)
+    if config.get("floor", True):  # the library's GEMM rate, in this process, right after its runs
+        from .floor import gemm_rate
+
+        library = "torch" if config["path"]["backend"] == "authors" else config["path"]["backend"]
+        gflops, what = gemm_rate(library, config["path"]["precision"], config["path"]["device"],
+                                 config["threads"])
+        result["gemm"] = {"gflops": gflops, "measured": what}
     result["device_memory_bytes"] = _device_memory(config)
     result["peak_host_bytes"] = peak_host_bytes()
     out = Path(config["out"])

@@ -8,7 +8,9 @@ work (norms, softmax, GELU) is left out, so a stage at its floor runs its produc
 library's GEMM rate and spends nothing on the rest.
 
 The rate is that of one GEMM of ViT-B's MLP shape (``4096 x 768`` times ``768 x 3072``, the
-encoder's most common product), timed in each library at each precision it is asked for.
+encoder's most common product), timed in each library at each precision it is asked for, by each
+path's own process right after its runs (a shared machine's busy and quiet moments then move a
+path and its floor together).
 """
 from __future__ import annotations
 

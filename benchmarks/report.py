@@ -104,8 +104,8 @@ def floor_table(report: dict) -> list[str]:
              f"{flops['fe'] / 1e9:.2f} G (the pair), SA {flops['sa'] / 1e9:.2f} G and decoder "
              f"{flops['decoder'] / 1e9:.2f} G at {floor['prompts']} prompts. GEMM "
              f"{floor['gemm']['m']}x{floor['gemm']['k']} by {floor['gemm']['k']}x{floor['gemm']['n']}:"]
-    lines += [f"- {key}: {rate['gflops']:.0f} GFLOP/s ({rate['measured']})"
-              for key, rate in floor["rates"].items()]
+    lines += [f"- {name}: {rate['gflops']:.0f} GFLOP/s ({rate['measured']}, measured by the "
+              "path's process after its runs)" for name, rate in floor["rates"].items()]
     header = ["path", "encoder / image", "floor", "ratio", "FE", "FE floor", "decoder", "decoder floor"]
     rows = []
     for p in report["paths"]:
