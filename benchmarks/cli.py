@@ -7,7 +7,8 @@ case (reference embedding cached) and its peak host memory. Every path's prompts
 per-stage outputs are compared with the baseline's; every encoder figure has its distance to the
 floor (FLOPs over the library's measured GEMM rate) beside it. Reduced precision (OpenVINO BF16,
 torch BF16 on CPUs with AVX512-BF16; FP16 on a GPU) is measured as its own path, never chosen
-silently. PyTorch FP32 on the CPU (the baseline's own modules) runs when --backends names torch. Random weights unless --checkpoint is given (latency does not depend on their values).
+silently. PyTorch FP32 on the CPU (the baseline's own modules) runs when --backends names
+torch. Random weights unless --checkpoint is given (latency does not depend on their values).
 
 Writes OUT/bench.json (every figure), OUT/bench.md and OUT/bench.png; prints the tables.
 
