@@ -37,6 +37,7 @@ import numpy as np
 
 from .checks import check_similarity
 from s3pot.core.errors import MissingDependencyError
+from s3pot.core.machine import user_cache_dir
 from .reference import PromptSelection, select_with
 
 logger = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ def cache_dir_fallback(package_dir: Path, configured: str) -> str | None:
     """
     if configured or _writable(package_dir / "__pycache__"):
         return None
-    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for candidate in (Path(home) / "s3pot" / "numba",
+    for candidate in (user_cache_dir("numba"),
                       Path(tempfile.gettempdir()) / f"s3pot-numba-{os.getuid()}"):
         if _writable(candidate):
             return str(candidate)

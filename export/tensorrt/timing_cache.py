@@ -7,13 +7,13 @@ fails), so each file is keyed by GPU name, compute capability and TensorRT versi
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
 from s3pot.core.atomic import write_bytes_atomic
 
 from s3pot.core.gpu import GpuInfo
+from s3pot.core.machine import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,7 @@ TIMING_CACHE_SUFFIX = ".timing"
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "s3pot" / "tensorrt"
+    return user_cache_dir("tensorrt")
 
 
 def cache_key(gpu: GpuInfo, tensorrt_version: str) -> str:

@@ -3,19 +3,12 @@ them, else ONNX Runtime on the export folder (its CUDA provider where it works, 
 else PyTorch (no export folder: the modules themselves). The choice comes with its reason."""
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 from s3pot.core.errors import MissingDependencyError
+from s3pot.core.machine import installed
 
 log = logging.getLogger(__name__)
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def engines_present(folder, precision: str) -> bool:
@@ -35,7 +28,7 @@ def choose(spec) -> tuple[str, str]:
         missing = []
         if not engines_present(spec.folder, spec.precision):
             missing.append(f"no {spec.precision} engines (s3pot build)")
-        if not _installed("tensorrt"):
+        if not installed("tensorrt"):
             missing.append("TensorRT not installed")
         if spec.device != "cpu" and not nvidia_gpu_present():
             missing.append("no NVIDIA GPU")
@@ -43,7 +36,7 @@ def choose(spec) -> tuple[str, str]:
             missing.append("--device cpu")
         if not missing:
             name, why = "tensorrt", f"{spec.precision} engines, TensorRT and a GPU are present"
-        elif _installed("onnxruntime"):
+        elif installed("onnxruntime"):
             name, why = "onnxruntime", "not tensorrt: " + ", ".join(missing)
         else:
             raise MissingDependencyError(

@@ -7,11 +7,10 @@ is given and nothing in it can run here, else 0.
 """
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 from pathlib import Path
 
 from s3pot.core.errors import S3potError
+from s3pot.core.machine import package_version
 
 OK, NO, WARN = "ok", "no", "warn"
 
@@ -23,18 +22,7 @@ def add_arguments(parser) -> None:
 
 
 def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _first_version(*packages: str) -> tuple[str | None, str | None]:
-    for package in packages:
-        version = _version(package)
-        if version:
-            return package, version
-    return None, None
+    return package_version(package)[1]
 
 
 def _gpu_rows(rows: list) -> object:
@@ -56,7 +44,7 @@ def _tensorrt_row(rows: list) -> str | None:
     try:
         tensorrt = import_tensorrt()
     except S3potError as exc:
-        installed = _first_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12")[1]
+        installed = package_version("tensorrt", "tensorrt-cu13", "tensorrt-cu12")[1]
         rows.append(("TensorRT", WARN if installed else NO,
                      str(exc) if installed else f"not installed: {INSTALL_HINT.split(' (')[0]} "
                                                 "for --backend tensorrt and s3pot build"))
@@ -66,7 +54,7 @@ def _tensorrt_row(rows: list) -> str | None:
 
 
 def _onnxruntime_row(rows: list) -> None:
-    package, version = _first_version("onnxruntime-gpu", "onnxruntime")
+    package, version = package_version("onnxruntime-gpu", "onnxruntime")
     if version is None:
         rows.append(("ONNX Runtime", NO, "not installed: pip install onnxruntime-gpu"))
         return

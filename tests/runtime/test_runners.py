@@ -159,10 +159,10 @@ def test_read_only_export_folder_caches_in_the_user_cache(tiny_export_dir, tmp_p
     folder = tmp_path / "model"
     shutil.copytree(tiny_export_dir, folder, ignore=shutil.ignore_patterns(".onnxruntime"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    from s3pot.runtime.backends.onnxruntime import loader
+    from s3pot.core import machine  # where the cache folders' writability is checked
 
-    real_access = loader.os.access  # chmod does not stop root, so the check itself answers "no"
-    monkeypatch.setattr(loader.os, "access", lambda path, mode: not str(path).startswith(
+    real_access = machine.os.access  # chmod does not stop root, so the check itself answers "no"
+    monkeypatch.setattr(machine.os, "access", lambda path, mode: not str(path).startswith(
         str(folder)) and real_access(path, mode))
     (folder / ".onnxruntime").mkdir()
     create_runner("onnxruntime", ModelSpec(folder=folder, device="cpu")).activate()

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import platform
 from pathlib import Path
+
+from s3pot.core.machine import cpuinfo, first_writable, user_cache_dir
 
 from ..export_folder import ExportFolder
 
@@ -27,25 +28,13 @@ OPTIMIZED_NAME = "model.onnx"
 # -- the optimised-graph cache ------------------------------------------------------------------
 def cpu_signature() -> str:
     """What makes an optimised CPU graph non-portable: the CPU model and its instruction sets."""
-    text = platform.machine()
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return text + platform.processor()
-    for key in ("model name", "flags"):
-        line = next((l for l in info.splitlines() if l.startswith(key)), "")
-        text += line
-    return text
+    return "|".join([platform.machine(), cpuinfo("model name") or platform.processor(),
+                     cpuinfo("flags") or ""])
 
 
 def cache_key(graph_sha256: str, ort_version: str, providers, level: str) -> str:
     parts = [graph_sha256, ort_version, ",".join(providers), level, cpu_signature()]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
-
-
-def default_cache_root() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "s3pot" / "onnxruntime"
 
 
 def optimized_dir(export: ExportFolder, stage: str, key: str, cache_dir=None) -> Path | None:
@@ -54,17 +43,13 @@ def optimized_dir(export: ExportFolder, stage: str, key: str, cache_dir=None) ->
     neither can be written."""
     name = f"{stage}.{export.precision}.{key}"
     roots = [Path(cache_dir)] if cache_dir is not None else [export.folder / CACHE_FOLDER,
-                                                               default_cache_root()]
+                                                               user_cache_dir("onnxruntime")]
     for root in roots:
         if (root / name / OPTIMIZED_NAME).is_file():
             return root / name
-    for root in roots:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(root, os.W_OK):
-            return root / name
+    root = first_writable(roots)
+    if root is not None:
+        return root / name
     log.info("no writable folder for optimised graphs (%s); optimising in every process",
              ", ".join(str(r) for r in roots))
     return None
