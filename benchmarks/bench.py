@@ -25,6 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from s3pot.core.errors import S3potInputError
+from s3pot.core.machine import cpuinfo, installed, package_version
+
+from s3pot.core.io_table import STAGES
+from s3pot.core.spec import IMAGE_SIZE
 
 from .baseline import STAGE_KEYS
 
@@ -57,37 +61,16 @@ class BenchPath:
 
 
 # -- what this machine has ----------------------------------------------------------------------
+#: Library -> the distributions that provide it, first match wins (for the report's versions).
+DISTRIBUTIONS = {"numpy": ("numpy",), "torch": ("torch",),
+                 "onnxruntime": ("onnxruntime-gpu", "onnxruntime"), "openvino": ("openvino",),
+                 "tensorrt": ("tensorrt",), "numba": ("numba",),
+                 "opencv": ("opencv-python-headless", "opencv-python")}
+
+
 def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    line = next((l for l in text.splitlines() if l.startswith("flags")), "")
-    present = set(line.split(":", 1)[-1].split())
+    present = set((cpuinfo("flags") or "").split())
     return [flag for flag in CPU_FLAGS if flag in present]
-
-
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor()
-    line = next((l for l in text.splitlines() if l.startswith("model name")), "")
-    return line.split(":", 1)[-1].strip() or platform.processor()
-
-
-def _version(module: str) -> str | None:
-    from importlib import metadata
-
-    names = {"onnxruntime": ("onnxruntime-gpu", "onnxruntime"), "tensorrt": ("tensorrt",),
-             "openvino": ("openvino",), "torch": ("torch",), "numpy": ("numpy",),
-             "numba": ("numba",), "opencv": ("opencv-python-headless", "opencv-python")}[module]
-    for name in names:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def environment() -> dict:
@@ -101,16 +84,10 @@ def environment() -> dict:
             gpu = asdict(query_gpu())
         except NoGpuError as exc:
             gpu = {"error": str(exc)}
-    return {"machine": platform.machine(), "cpu": cpu_model(), "cores": os.cpu_count(),
-            "cpu_flags": cpu_flags(), "gpu": gpu, "python": platform.python_version(),
-            "versions": {m: _version(m) for m in ("numpy", "torch", "onnxruntime", "openvino",
-                                                   "tensorrt", "numba", "opencv")}}
-
-
-def _installed(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
+    return {"machine": platform.machine(), "cpu": cpuinfo("model name") or platform.processor(),
+            "cores": os.cpu_count(), "cpu_flags": cpu_flags(), "gpu": gpu,
+            "python": platform.python_version(),
+            "versions": {lib: package_version(*names)[1] for lib, names in DISTRIBUTIONS.items()}}
 
 
 def available_paths(gpu: bool, folder: Path | None = None) -> list[BenchPath]:
@@ -123,15 +100,15 @@ def available_paths(gpu: bool, folder: Path | None = None) -> list[BenchPath]:
         paths.append(BenchPath("torch", "fp16", device))
     elif bf16_cpu:
         paths.append(BenchPath("torch", "bf16", device))
-    if _installed("onnxruntime"):
+    if installed("onnxruntime"):
         paths.append(BenchPath("onnxruntime", "fp32", device))
         if gpu:
             paths.append(BenchPath("onnxruntime", "fp16", device))
-    if not gpu and _installed("openvino"):
+    if not gpu and installed("openvino"):
         from s3pot.runtime.backends.openvino import cpu_precisions
 
         paths += [BenchPath("openvino", precision, "cpu") for precision in cpu_precisions()]
-    if gpu and _installed("tensorrt") and folder is not None:
+    if gpu and installed("tensorrt") and folder is not None:
         from s3pot.runtime.backends.auto import engines_present
 
         paths += [BenchPath("tensorrt", precision, device) for precision in ("fp32", "fp16")
@@ -226,10 +203,15 @@ def _check_weights(recorded: dict, weights: dict, folder: Path) -> None:
 
 
 def _describe_weights(weights: dict) -> str:
+    """Weights as this run asks for them (paths) or as a manifest records them (names, hashes)."""
     if weights["kind"] == "random":
         return f"random weights (seed {weights.get('seed')})"
-    checkpoint = weights["checkpoint"]
-    return f"checkpoint {checkpoint['name'] if isinstance(checkpoint, dict) else checkpoint}"
+
+    def name(file) -> str:
+        return file["name"] if isinstance(file, dict) else Path(file).name
+
+    label = f"checkpoint {name(weights['checkpoint'])}"
+    return label + (f" + adapter {name(weights['adapter'])}" if weights.get("adapter") else "")
 
 
 # -- running the paths ---------------------------------------------------------------------------
@@ -265,16 +247,12 @@ def stage_summaries(runs: list[dict]) -> tuple[dict, dict]:
     return stages, summary([run["total"] for run in runs])
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two boolean masks; two empty masks agree fully (1.0)."""
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-def accuracy(arrays, reference) -> dict:
+def accuracy(path_name: str, arrays, reference) -> dict:
     """A path's outputs against the baseline's: prompts (per face token), mask IoU, and the
     relative L2 error of each stage's output on the same inputs."""
     from s3pot.export.onnx_export import rel_l2
+
+    from .evaluate import score
 
     face = np.union1d(reference["occlusion_tokens"], reference["face_tokens"])
     ref_occ, got_occ = set(reference["occlusion_tokens"].tolist()), set(arrays["occlusion_tokens"].tolist())
@@ -282,7 +260,7 @@ def accuracy(arrays, reference) -> dict:
     same = (np.array_equal(arrays["occlusion_tokens"], reference["occlusion_tokens"])
             and np.array_equal(arrays["face_tokens"], reference["face_tokens"]))
     errors = {}
-    for stage in ("encoder", "fe", "sa", "decoder"):
+    for stage in STAGES:
         key = f"output:{stage}"
         if key in arrays.files and key in reference.files:
             got, want = arrays[key], reference[key]
@@ -291,7 +269,7 @@ def accuracy(arrays, reference) -> dict:
             "initial_token_equal": bool(int(arrays["initial_token"]) == int(reference["initial_token"])),
             "prompt_agreement": agree / max(1, face.size), "face_tokens": int(face.size),
             "occlusion_prompts": int(arrays["occlusion_tokens"].size),
-            "mask_iou": mask_iou(arrays["occlusion"], reference["occlusion"]),
+            "mask_iou": score(path_name, arrays["occlusion"], reference["occlusion"]).iou,
             "logits_rel_error": rel_l2(arrays["mask_logits"], reference["mask_logits"]),
             "stage_rel_error": errors}
 
@@ -340,7 +318,7 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
     report = {"schema": SCHEMA, "benchmark": "s3pot bench",
               "created": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(),
               "variant": options.variant, "weights": {**weights, "label": _weights_label(weights)},
-              "sample": SAMPLE[0], "image_size": 1024, "runs": options.runs,
+              "sample": SAMPLE[0], "image_size": IMAGE_SIZE, "runs": options.runs,
               "warmup": options.warmup, "video_runs": config["video_runs"],
               "clock": ("perf_counter around each stage; every stage returns host arrays, so a GPU "
                         "stage's time includes its synchronisation"), "paths": []}
@@ -361,15 +339,13 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
                 say(f"    failed: {result['error']}")
                 report["paths"].append(entry)
                 continue
-            entry["stages"], entry["total"] = stage_summaries(result.pop("runs"))
-            video = result.pop("video_runs")
-            entry.pop("video_runs", None)
-            if video:
-                entry["video_stages"], entry["video_total"] = stage_summaries(video)
+            entry["stages"], entry["total"] = stage_summaries(entry["runs"])
+            if entry["video_runs"]:
+                entry["video_stages"], entry["video_total"] = stage_summaries(entry["video_runs"])
             arrays = np.load(scratch / entry_dir(index) / "arrays.npz", allow_pickle=False)
             if index == 1:
                 reference = arrays
-            entry["accuracy"] = accuracy(arrays, reference)
+            entry["accuracy"] = accuracy(path.name, arrays, reference)
             report["paths"].append(entry)
             say(f"    {entry['total']['median']:.3f} s per sample (median), peak host memory "
                 f"{entry['peak_host_bytes'] / 1e9:.2f} GB")
@@ -386,10 +362,8 @@ def entry_dir(index: int) -> str:
 
 
 def _weights_label(weights: dict) -> str:
-    if weights["kind"] == "random":
-        return f"random weights (seed {weights['seed']}); latency does not depend on their values"
-    label = f"checkpoint {Path(weights['checkpoint']).name}"
-    return label + (f" + adapter {Path(weights['adapter']).name}" if weights.get("adapter") else "")
+    random = weights["kind"] == "random"
+    return _describe_weights(weights) + ("; latency does not depend on their values" if random else "")
 
 
 def measure_floor(report: dict) -> dict:
@@ -406,8 +380,8 @@ def measure_floor(report: dict) -> dict:
             "rates": rates, "prompts": points}
 
 
-#: Images through the encoder per sample: image and reference (the video case: the image only).
-IMAGES_PER_SAMPLE, IMAGES_PER_VIDEO_FRAME = 2, 1
+#: Images through the encoder per sample: the image and its reference.
+IMAGES_PER_SAMPLE = 2
 
 
 def finish(report: dict) -> None:

@@ -21,28 +21,18 @@ from s3pot.core.io_table import DECODER, ENCODER, FE, SA
 ISOLATED_STAGES = (FE.name, SA.name, DECODER.name)
 
 
-def _torch_model(config: dict):
-    from s3pot.models import build_s3pot
-
-    weights = config["weights"]
-    return build_s3pot(config["variant"], checkpoint=weights.get("checkpoint"),
-                       adapter=weights.get("adapter"), random_weights=weights["kind"] == "random",
-                       seed=weights.get("seed", 0))
-
-
-def _runner(config: dict):
-    from s3pot.runtime.backends import ModelSpec, create_runner
+def _spec(config: dict):
+    """The :class:`~s3pot.runtime.backends.ModelSpec` of this path: the variant and its weights for
+    the baseline and torch, the export folder for the graph and engine backends."""
+    from s3pot.runtime.backends import ModelSpec
 
     path, weights = config["path"], config["weights"]
-    if path["backend"] == "torch":
-        spec = ModelSpec(variant=config["variant"], checkpoint=weights.get("checkpoint"),
+    common = {"precision": path["precision"], "device": path["device"], "threads": config["threads"]}
+    if path["backend"] in ("authors", "torch"):
+        return ModelSpec(variant=config["variant"], checkpoint=weights.get("checkpoint"),
                          adapter=weights.get("adapter"), random_weights=weights["kind"] == "random",
-                         seed=weights.get("seed", 0), precision=path["precision"],
-                         device=path["device"], threads=config["threads"])
-    else:
-        spec = ModelSpec(folder=Path(config["model"]), precision=path["precision"],
-                         device=path["device"], threads=config["threads"])
-    return create_runner(path["backend"], spec)
+                         seed=weights.get("seed", 0), **common)
+    return ModelSpec(folder=Path(config["model"]), **common)
 
 
 class _Recorder:
@@ -90,7 +80,9 @@ def run_baseline(config: dict, prepare) -> tuple[dict, dict]:
     from .baseline import AuthorsPipeline
 
     start = time.perf_counter()
-    pipeline = AuthorsPipeline(_torch_model(config), device=config["path"]["device"])
+    from s3pot.runtime.backends.torch import load_model
+
+    pipeline = AuthorsPipeline(load_model(_spec(config))[0], device=config["path"]["device"])
     build = time.perf_counter() - start
     runs = []
     for index in range(config["warmup"] + config["runs"]):
@@ -116,7 +108,9 @@ def run_pipeline(config: dict, prepare) -> tuple[dict, dict]:
     from s3pot.runtime.pipeline import Pipeline
 
     start = time.perf_counter()
-    runner = _runner(config)
+    from s3pot.runtime.backends import create_runner
+
+    runner = create_runner(config["path"]["backend"], _spec(config))
     recorder = _Recorder(runner)
     context = {"normalization": config["normalization"], "face_set": tuple(config["face_set"])}
     pipeline = Pipeline(runner, reference_cache=0, **context)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,15 +25,7 @@ import numpy as np
 
 from s3pot.core.io_table import ENCODER, PIXELS
 
-
-def _median_seconds(fn, runs: int) -> float:
-    fn()  # warm-up: allocations, OpenVINO / ONNX Runtime first-run work
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from . import median_seconds
 
 
 def time_torch(module, pixels: np.ndarray, runs: int) -> float:
@@ -42,14 +33,14 @@ def time_torch(module, pixels: np.ndarray, runs: int) -> float:
 
     x = torch.from_numpy(pixels)
     with torch.inference_mode():
-        return _median_seconds(lambda: module(x), runs)
+        return median_seconds(lambda: module(x), runs)
 
 
 def time_onnxruntime(path: Path, pixels: np.ndarray, runs: int) -> float:
     from s3pot.export.onnx_export import ort_session
 
     session = ort_session(path)
-    return _median_seconds(lambda: session.run(None, {PIXELS: pixels}), runs)
+    return median_seconds(lambda: session.run(None, {PIXELS: pixels}), runs)
 
 
 def time_openvino(path: Path, pixels: np.ndarray, runs: int) -> float | None:
@@ -61,7 +52,7 @@ def time_openvino(path: Path, pixels: np.ndarray, runs: int) -> float | None:
     # FP32 forced: on CPUs with AVX512_BF16 OpenVINO otherwise runs BF16 by default.
     compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
-    return _median_seconds(lambda: request.infer({PIXELS: pixels}), runs)
+    return median_seconds(lambda: request.infer({PIXELS: pixels}), runs)
 
 
 def fused_attention(path: Path, num_heads: int, hidden: int) -> dict:

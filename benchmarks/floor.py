@@ -14,14 +14,14 @@ path and its floor together).
 """
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from s3pot.core.io_table import STAGES
+
+from . import median_seconds
 
 #: The GEMM whose rate is the floor: M x K times K x N.
 GEMM_SHAPE = (4096, 768, 3072)
@@ -53,13 +53,7 @@ def stage_flops(variant: str, num_points: int) -> dict[str, float]:
 
 def _median_rate(fn, repeat: int = 5) -> float:
     """GFLOP/s of ``fn`` (one GEMM), median of ``repeat`` calls after two warm-up calls."""
-    fn(), fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return GEMM_FLOPS / statistics.median(times) / 1e9
+    return GEMM_FLOPS / median_seconds(fn, repeat, warmup=2) / 1e9
 
 
 def _operands(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -117,14 +111,12 @@ def onnxruntime_rate(device: str = "cpu", threads: int = 0) -> float:
 def openvino_rate(precision: str, threads: int = 0) -> float:
     import openvino as ov
 
-    from s3pot.runtime.backends.openvino.loader import PRECISION_HINTS
+    from s3pot.runtime.backends.openvino.loader import compile_config
 
     a, _ = _operands()
-    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
     with tempfile.TemporaryDirectory() as folder:
-        compiled = ov.Core().compile_model(str(_matmul_graph(Path(folder))), "CPU", config)
+        compiled = ov.Core().compile_model(str(_matmul_graph(Path(folder))), "CPU",
+                                           compile_config(precision, threads))
     request = compiled.create_infer_request()
     return _median_rate(lambda: request.infer({0: a}))
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from s3pot.core.atomic import write_bytes_atomic
+from s3pot.core.io_table import STAGES
 
 from .baseline import STAGE_KEYS
 
@@ -80,15 +81,14 @@ def stage_table(report: dict) -> list[str]:
 
 
 def accuracy_table(report: dict) -> list[str]:
-    stages = ("encoder", "fe", "sa", "decoder")
-    header = ["path"] + [f"{s} rel. error" for s in stages] + ["logits rel. error",
+    header = ["path"] + [f"{s} rel. error" for s in STAGES] + ["logits rel. error",
                                                                "prompt agreement", "mask IoU"]
     rows = []
     for p in report["paths"][1:]:
         if p["status"] != "ok":
             continue
         acc = p["accuracy"]
-        errors = [acc["stage_rel_error"].get(s) for s in stages]
+        errors = [acc["stage_rel_error"].get(s) for s in STAGES]
         rows.append([p["name"]] + ["-" if e is None else f"{e:.1e}" for e in errors]
                     + [f"{acc['logits_rel_error']:.1e}", f"{acc['prompt_agreement'] * 100:.2f}%",
                        f"{acc['mask_iou']:.4f}"])

@@ -9,10 +9,10 @@ folder is read-only, under ``$XDG_CACHE_HOME/s3pot/openvino/``.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from s3pot.core.errors import S3potInputError
+from s3pot.core.machine import first_writable, user_cache_dir
 
 from ..export_folder import ExportFolder
 
@@ -35,16 +35,19 @@ def cpu_precisions(core=None) -> list[str]:
 def cache_dir(export: ExportFolder) -> Path | None:
     """Where compiled blobs are kept: the export's ``.openvino/`` if writable, else the user
     cache; None when neither can be written (then every process compiles)."""
-    user = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "s3pot" / "openvino"
-    for root in (export.folder / CACHE_FOLDER, user):
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(root, os.W_OK):
-            return root
-    log.info("no writable folder for OpenVINO's compiled models; compiling in every process")
-    return None
+    root = first_writable([export.folder / CACHE_FOLDER, user_cache_dir("openvino")])
+    if root is None:
+        log.info("no writable folder for OpenVINO's compiled models; compiling in every process")
+    return root
+
+
+def compile_config(precision: str, threads: int = 0) -> dict:
+    """OpenVINO's CPU configuration for ``precision`` (latency hint: one request uses every core;
+    ``threads`` > 0 caps them)."""
+    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    if threads > 0:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return config
 
 
 def compile_stage(core, export: ExportFolder, stage: str, *, precision: str, threads: int = 0,
@@ -57,10 +60,7 @@ def compile_stage(core, export: ExportFolder, stage: str, *, precision: str, thr
     if precision not in cpu_precisions(core):
         raise S3potInputError(f"openvino: precision {precision!r} needs a CPU with AVX512-BF16 or "
                               f"AMX; this one runs {', '.join(cpu_precisions(core))}")
-    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision],
-              "PERFORMANCE_HINT": "LATENCY"}
-    if threads > 0:
-        config["INFERENCE_NUM_THREADS"] = threads
+    config = compile_config(precision, threads)
     folder = cache_dir(export) if cache else None
     if folder is not None:
         config["CACHE_DIR"] = str(folder)
