@@ -252,7 +252,7 @@ def accuracy(path_name: str, arrays, reference) -> dict:
     relative L2 error of each stage's output on the same inputs."""
     from s3pot.export.onnx_export import rel_l2
 
-    from .evaluate import score
+    from s3pot.runtime.metrics import score
 
     face = np.union1d(reference["occlusion_tokens"], reference["face_tokens"])
     ref_occ, got_occ = set(reference["occlusion_tokens"].tolist()), set(arrays["occlusion_tokens"].tolist())

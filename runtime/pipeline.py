@@ -46,6 +46,17 @@ class Segmentation:
         return points_to_input(TOKEN_CENTERS[np.asarray(tokens, dtype=np.int64)], self.input_size)
 
 
+def choose_prompts(runner, z: np.ndarray, face_mask: np.ndarray, selector: str = "auto",
+                   timings: dict | None = None):
+    """Stages 2-4 of one sample whose ``z`` (``2 x 256 x 64 x 64``: ``Z``, ``Z_r``) is known: the
+    initial prompt, FE on ``runner`` and greedy prompt selection. Returns the initial token and
+    the :class:`~s3pot.kernels.reference.PromptSelection`."""
+    with timed(timings, "initial_prompt"):
+        token = initial_prompt(z[0], z[1], face_mask)
+        point = np.repeat(TOKEN_CENTERS[token].reshape(1, 1, 2), 2, axis=0)  # 2 x 1 x 2
+    return int(token), runner.select(z, point, face_mask, selector, timings)
+
+
 @dataclass
 class PipelineStats:
     """Counters over a pipeline's life (what the reference cache saves is counted, not timed)."""
@@ -168,6 +179,20 @@ class Pipeline:
         """Stages 1-7 on an already prepared sample."""
         return self.run_batch([prepared], [timings if timings is not None else {}])[0]
 
+    def run_encoded(self, prepared: Prepared, embeddings: np.ndarray,
+                    timings: dict | None = None) -> Segmentation:
+        """Stages 2-7 of a prepared sample whose encoder outputs are already known:
+        ``embeddings`` is ``2 x 256 x 64 x 64`` (``Z``, then ``Z_r``). Training and per-image
+        fitting keep their embeddings on disk and draw their masks through here, so a mask they
+        report is the runtime's."""
+        if self._closed:
+            raise S3potError("pipeline: closed (its runner was deactivated); make a new one")
+        with self._run_lock:
+            result = self._segment_encoded(prepared, embeddings, timings if timings is not None else {})
+        with self._stats_lock:
+            self.stats.samples += 1
+        return result
+
     def run_batch(self, prepared: list[Prepared], timings: list[dict] | None = None) -> list[Segmentation]:
         """Stages 1-7 on already prepared samples."""
         timings = timings or [{} for _ in prepared]
@@ -218,10 +243,7 @@ class Pipeline:
 
     def _segment_encoded(self, prepared: Prepared, z: np.ndarray, timings: dict) -> Segmentation:
         """Stages 2-7 of one sample whose ``z`` (``2 x 256 x 64 x 64``) is known."""
-        with timed(timings, "initial_prompt"):
-            token = initial_prompt(z[0], z[1], prepared.face_mask)
-            point = np.repeat(TOKEN_CENTERS[token].reshape(1, 1, 2), 2, axis=0)  # 2 x 1 x 2
-        selection = self.runner.select(z, point, prepared.face_mask, self.selector, timings)
+        token, selection = choose_prompts(self.runner, z, prepared.face_mask, self.selector, timings)
         points, labels = prompt_points(selection.occlusion, selection.face)
         with timed(timings, SA.name):
             prompts = self.runner.reweight(points[None], labels[None])  # 1 x (N+1) x 256

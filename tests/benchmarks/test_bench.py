@@ -13,7 +13,7 @@ import pytest
 from helpers import TINY_EXPORT_SEED
 from s3pot.benchmarks.baseline import STAGE_KEYS, authors_greedy
 from s3pot.benchmarks.bench import BenchPath, select_paths, summary
-from s3pot.benchmarks.evaluate import score
+from s3pot.runtime.metrics import score
 from s3pot.benchmarks.report import compare, load_report, markdown
 from s3pot.core.errors import S3potInputError
 from s3pot.kernels import greedy_match

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import astronaut_sample
-from s3pot.benchmarks.evaluate import score, summarize
+from s3pot.runtime.metrics import score, summarize
 from s3pot.core.errors import S3potInputError
 from s3pot.runtime.cli import main
 
