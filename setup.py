@@ -1,13 +1,13 @@
 """Install s3pot-rt: the repository's top-level folders become one import namespace, ``s3pot``.
 
-``core/ export/ runtime/ kernels/ models/ benchmarks/`` install as ``s3pot.core``, ``s3pot.export``,
-``s3pot.runtime``, ``s3pot.kernels``, ``s3pot.models`` and ``s3pot.benchmarks`` (with the sample face
-``s3pot bench`` runs on); ``s3pot`` itself is a namespace package, so nothing
+``core/ export/ runtime/ kernels/ models/ benchmarks/ training/`` install as ``s3pot.core``,
+``s3pot.export``, ``s3pot.runtime``, ``s3pot.kernels``, ``s3pot.models``, ``s3pot.benchmarks`` (with
+the sample face ``s3pot bench`` runs on) and ``s3pot.training``; ``s3pot`` itself is a namespace package, so nothing
 generic lands at the top of site-packages.
 """
 from setuptools import find_packages, setup
 
-FOLDERS = ("core", "export", "runtime", "kernels", "models", "benchmarks")
+FOLDERS = ("core", "export", "runtime", "kernels", "models", "benchmarks", "training")
 
 setup(
     name="s3pot-rt",
@@ -43,6 +43,8 @@ setup(
         # package __init__ (see tests/oracle.py).
         "test": ["pytest>=8", "pytest-xdist>=3", "segment-anything==1.0", "scikit-image>=0.22",
                  "polygraphy>=0.49"],
+        # Training (s3pot train, s3pot fit-image) beside the torch extra: the training curve.
+        "train": ["matplotlib>=3.7"],
         # OpenVINO runs the exported graphs on the CPU, FP32 or BF16 (--backend openvino).
         "openvino": ["openvino>=2025.0"],
         # Benchmarks: charts, OpenVINO beside ONNX Runtime, onnxslim beside onnxsim.

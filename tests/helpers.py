@@ -81,3 +81,41 @@ def run_under_cuda_simulator(cases: Path) -> str:
     last = proc.stdout.strip().splitlines()[-1]
     assert " passed" in last and "skipped" not in last, last
     return last
+
+
+#: Face crops of the test photos (x0, y0, x1, y1), found by eye: square, the face in the middle.
+FACE_CROPS = {"obama.jpg": (280, 40, 680, 440), "biden.jpg": (380, 100, 780, 500)}
+
+
+def occluded_face_dataset(root: Path, *, ground_truth: bool = True) -> Path:
+    """A small training set in the flat SPEC layout, built from real face photos: obama.jpg and
+    biden.jpg cropped to the face, skimage's astronaut and the bench's sample face. Each has an
+    occluder pasted over part of the face (a patch of another photo, or the astronaut's "cup"),
+    the clean photo as its reference and a parsing map drawn with SPEC's labels; with
+    ``ground_truth``, the occluder's box as NAME_gt.png (the sample face keeps its own)."""
+    faces = Path(__file__).resolve().parent / "faces"
+    data = Path(__file__).resolve().parents[1] / "benchmarks" / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    patch_source = cv2.imread(str(faces / "two_people.jpg"))[..., ::-1]  # RGB
+    samples = {}
+    for index, (name, (x0, y0, x1, y1)) in enumerate(FACE_CROPS.items()):
+        reference = np.ascontiguousarray(cv2.imread(str(faces / name))[y0:y1, x0:x1, ::-1])
+        image, box = reference.copy(), (150 + 40 * index, 230, 110 + 20 * index, 300)  # y0, y1, x0, x1
+        patch = patch_source[200:200 + box[1] - box[0], 300:300 + box[3] - box[2]]
+        image[box[0]:box[1], box[2]:box[3]] = patch
+        parsing = ellipse_parsing(reference.shape[:2], centre=(200, 200), axes=(125, 160))
+        samples[Path(name).stem] = (image, reference, parsing, box)
+    image, reference, parsing = astronaut_sample()
+    samples["astronaut"] = (image, reference, parsing, (150, 230, 200, 300))
+    for name, (image, reference, parsing, box) in samples.items():
+        cv2.imwrite(str(root / f"{name}.png"), image[..., ::-1])
+        cv2.imwrite(str(root / f"{name}_ref.png"), reference[..., ::-1])
+        np.save(root / f"{name}_parsing_mask.npy", parsing)
+        if ground_truth:
+            truth = np.zeros(image.shape[:2], np.uint8)
+            truth[box[0]:box[1], box[2]:box[3]] = 255
+            cv2.imwrite(str(root / f"{name}_gt.png"), truth)
+    import shutil
+    for suffix in (".jpg", "_ref.jpg", "_parsing_mask.npy") + (("_gt.png",) if ground_truth else ()):
+        shutil.copy(data / f"obama_face{suffix}", root / f"obama_face{suffix}")
+    return root

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("core", "export", "runtime", "kernels", "models")
+FOLDERS = ("core", "export", "runtime", "kernels", "models", "benchmarks", "training")
 
 
 def _run(cmd, **kw):
@@ -81,7 +81,7 @@ class Block:
 sys.meta_path.insert(0, Block())
 import s3pot
 failed = []
-for folder in ('core', 'kernels', 'models', 'runtime', 'export'):
+for folder in ('core', 'kernels', 'models', 'runtime', 'export', 'benchmarks', 'training'):
     pkg = importlib.import_module(f's3pot.{folder}')
     for info in pkgutil.walk_packages(pkg.__path__, prefix=f's3pot.{folder}.'):
         try:
@@ -112,16 +112,19 @@ import s3pot.export.tensorrt, s3pot.runtime.cli.build
 import s3pot.runtime.backends.base, s3pot.runtime.backends.auto, s3pot.runtime.backends.tensorrt
 import s3pot.models.registry, s3pot.runtime.backends.openvino, s3pot.benchmarks.bench, s3pot.benchmarks.report
 from s3pot.runtime.cli import TOOLS, build_parser, tool_module
+NEED_TORCH = {'export': "'s3pot-rt[torch]'", 'train': "'s3pot-rt[torch,train]'",
+              'fit-image': "'s3pot-rt[torch,train]'"}  # their options come from torch modules
 for tool in TOOLS:
     tool_module(tool)
-    if tool != 'export':  # export reads its options from the exporter: it needs torch
+    if tool not in NEED_TORCH:
         build_parser(only=tool)
-try:
-    build_parser(only='export')
-except s3pot.core.errors.MissingDependencyError as exc:
-    assert "pip install 's3pot-rt[torch]'" in str(exc), exc
-else:
-    raise AssertionError('export without torch did not say what to install')
+for tool, extra in NEED_TORCH.items():
+    try:
+        build_parser(only=tool)
+    except s3pot.core.errors.MissingDependencyError as exc:
+        assert f"pip install {extra}" in str(exc), exc
+    else:
+        raise AssertionError(f'{tool} without torch did not say what to install')
 assert 'torch' not in sys.modules
 """
     _run([sys.executable, "-c", code], cwd="/")

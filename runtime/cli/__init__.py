@@ -17,7 +17,7 @@ from s3pot.core.errors import S3potError
 
 from .common import EXIT_SAMPLES_FAILED, EXIT_USER_ERROR
 
-#: subcommand -> its module under s3pot.runtime.cli (or a full module path: the benchmarks)
+#: subcommand -> its module under s3pot.runtime.cli (or a full module path: benchmarks, training)
 TOOLS = {
     "segment": "segment",
     "export": "export",
@@ -26,6 +26,8 @@ TOOLS = {
     "doctor": "doctor",
     "bench": "s3pot.benchmarks.cli",
     "evaluate": "s3pot.benchmarks.evaluate",
+    "train": "s3pot.training.train",
+    "fit-image": "s3pot.training.fit_image",
 }
 
 __all__ = ["EXIT_SAMPLES_FAILED", "EXIT_USER_ERROR", "TOOLS", "build_parser", "main", "tool_module"]

@@ -20,7 +20,8 @@ def variant_names() -> list[str]:
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True,
-                      selector: bool = True) -> argparse._ArgumentGroup:
+                      selector: bool = True,
+                      seed_help: str = "seed of --random-weights (default: 0)") -> argparse._ArgumentGroup:
     """The options that pick and load a model: variant, weights, adapter, normalisation, face set."""
     from s3pot.kernels.selection import AUTO_BACKEND, SELECTION_BACKENDS
 
@@ -33,7 +34,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True,
     group.add_argument("--random-weights", action="store_true",
                        help="run without a checkpoint on seeded random weights (masks are not "
                             "meaningful; for smoke tests and latency)")
-    group.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default: 0)")
+    group.add_argument("--seed", type=int, default=0, help=seed_help)
     group.add_argument("--adapter", type=Path,
                        help="trained S3POT adapter (SA and optional FE weights)")
     group.add_argument("--normalization", choices=list(NORMALIZATIONS),

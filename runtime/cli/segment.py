@@ -64,7 +64,7 @@ def _say_if_compiling(selector: str, tool: str = "segment") -> None:
               "machine only, about 25 s)", file=sys.stderr, flush=True)
 
 
-def _write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, weights: str,
+def write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, weights: str,
                    random_weights: bool) -> list[Path]:
     """Every output of one sample: all computed first, each file written atomically, and the
     files already written removed again if a later one fails (no partial set)."""
@@ -176,7 +176,7 @@ def _segment_all(args, pipeline, samples, decoded) -> int:
     for sample in _progress(samples, enabled=len(samples) > 1):
         try:
             seg = pipeline.segment(*(decoded or (sample.image, sample.reference, sample.parsing)))
-            _write_outputs(args.out, sample.name, seg, sample.image, args.save_vis, weights,
+            write_outputs(args.out, sample.name, seg, sample.image, args.save_vis, weights,
                            args.random_weights)
         except S3potInputError as exc:
             if not batch:

@@ -1,0 +1,85 @@
+"""What `s3pot train` and `s3pot fit-image` share: the optimiser and objective options, and the
+model they train (SAM weights, an optional starting adapter, what it runs with, the device)."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+#: What training needs beyond the base install.
+TRAIN_EXTRA = "'s3pot-rt[torch,train]' (torch, matplotlib)"
+
+
+def add_objective_options(parser, *, lr: float, weight_decay: float) -> None:
+    """The optimiser's and the objective's options (the latter's defaults are the paper's, read
+    from :mod:`s3pot.models.losses`, which needs torch)."""
+    from s3pot.core.errors import require
+
+    require("torch", TRAIN_EXTRA)
+    from s3pot.models.losses import ALPHA, LAMBDA
+
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate, decayed by a "
+                       f"cosine to 0 (default: {lr:g}, the paper's)")
+    group.add_argument("--weight-decay", type=float, default=weight_decay,
+                       help=f"AdamW weight decay (default: {weight_decay:g})")
+    group.add_argument("--alpha", type=float, default=ALPHA,
+                       help=f"steepness of the face penalty FPP (default: {ALPHA:g})")
+    group.add_argument("--lambda", dest="lam", type=float, default=LAMBDA,
+                       help=f"weight of FPP in the total loss (default: {LAMBDA:g})")
+
+
+@dataclass
+class TrainedModel:
+    """A model ready to train, and what it is."""
+
+    model: object  # s3pot.models.S3POT
+    variant: str
+    normalization: str
+    face_set: tuple[int, ...]
+    device: object  # torch.device
+    weights: dict  # JSON-like, recorded in the adapter
+
+
+def build_model(args) -> TrainedModel:
+    """The model of the parsed model options (see
+    :func:`s3pot.runtime.cli.common.add_model_options`). ``--seed`` seeds the SA layer's
+    initial weights (and SAM's, with ``--random-weights``)."""
+    from s3pot.core.errors import require
+    from s3pot.core.spec import resolve_context
+    from s3pot.runtime.cli.common import check_model_files, parse_face_set
+
+    require("torch", TRAIN_EXTRA)
+    require("matplotlib", TRAIN_EXTRA)
+    from s3pot.models import build_s3pot, get_variant
+    from s3pot.runtime.backends.torch.runner import resolve_device
+
+    variant = args.variant or "vit_b"
+    check_model_files(args)
+    device = resolve_device(args.device)
+    model = build_s3pot(variant, checkpoint=args.checkpoint, adapter=args.adapter,
+                        random_weights=args.random_weights, seed=args.seed)
+    normalization, face_set = resolve_context(args.normalization, parse_face_set(args.face_set),
+                                              model.trained_context,
+                                              get_variant(variant).normalization)
+    weights = ({"checkpoint": str(args.checkpoint)} if args.checkpoint is not None
+               else {"random_weights": True, "seed": args.seed})
+    if args.adapter is not None:
+        weights["initial_adapter"] = str(args.adapter)
+    return TrainedModel(model=model, variant=variant, normalization=normalization,
+                        face_set=tuple(face_set), device=device, weights=weights)
+
+
+def export_hint(trained: TrainedModel, adapter: Path) -> str:
+    """The `s3pot export` command that turns ``adapter`` into ONNX graphs."""
+    weights = trained.weights
+    source = (f"--checkpoint {weights['checkpoint']}" if "checkpoint" in weights
+              else f"--random-weights --seed {weights['seed']}")
+    return (f"s3pot export --variant {trained.variant} {source} --adapter {adapter} "
+            "--out EXPORT_DIR")
+
+
+def say(tool: str):
+    def emit(message: str) -> None:
+        print(f"s3pot {tool}: {message}", file=sys.stderr, flush=True)
+    return emit

@@ -1,0 +1,104 @@
+"""Per-image fitting: the SA layer fitted to one test image, the paper's second mode.
+
+Each epoch is one step on the image (AdamW, cosine decay over the epochs). The run stops early
+once ``patience`` epochs in a row fail to lower the loss by ``min_delta`` below its best (the
+authors: 5 and 1e-4). The weights kept are those of the best loss.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from s3pot.core.errors import S3potInputError
+from s3pot.models.losses import ALPHA, LAMBDA
+
+from .steps import SamplePrompts, make_trainable, sample_loss
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int = 100
+    patience: int = 5
+    min_delta: float = 1e-4
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    alpha: float = ALPHA
+    lam: float = LAMBDA
+
+    def check(self) -> "FitConfig":
+        rules = (("epochs", self.epochs >= 1, "an integer >= 1"),
+                 ("patience", self.patience >= 1, "an integer >= 1"),
+                 ("min-delta", math.isfinite(self.min_delta) and self.min_delta >= 0, "a number >= 0"),
+                 ("lr", math.isfinite(self.lr) and self.lr > 0, "a number > 0"),
+                 ("weight-decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+                  "a number >= 0"),
+                 ("alpha", math.isfinite(self.alpha) and self.alpha > 0, "a number > 0"),
+                 ("lambda", math.isfinite(self.lam) and self.lam >= 0, "a number >= 0"))
+        for name, ok, expected in rules:
+            if not ok:
+                attr = {"min-delta": "min_delta", "weight-decay": "weight_decay", "lambda": "lam"}
+                raise S3potInputError(f"--{name}: expected {expected}, got "
+                                      f"{getattr(self, attr.get(name, name))}")
+        return self
+
+
+@dataclass
+class FitResult:
+    """One fit: the loss terms of every epoch (each before its step), the best epoch and why it
+    stopped."""
+
+    losses: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_loss: float = math.inf
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"epochs_run": len(self.losses), "best_epoch": self.best_epoch,
+                "best_loss": self.best_loss, "stopped_early": self.stopped_early,
+                "seconds": self.seconds, "losses": self.losses}
+
+
+def fit_image(model, embedding: torch.Tensor, prompts: SamplePrompts, config: FitConfig,
+              progress=None) -> FitResult:
+    """Fit ``model``'s SA layer (in place) to one image and leave the best weights in it.
+
+    Args:
+        embedding: the image's ``256 x 64 x 64`` embedding on the model's device.
+        prompts: its prompts (:func:`~.steps.sample_prompts`).
+        progress: called with ``(epoch, loss)`` after each epoch.
+    """
+    config.check()
+    start = time.perf_counter()
+    optimizer = torch.optim.AdamW(make_trainable(model), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    result = FitResult()
+    best_state = copy.deepcopy(model.sa.state_dict())
+    waited = 0
+    for epoch in range(1, config.epochs + 1):
+        optimizer.zero_grad(set_to_none=True)
+        terms, _ = sample_loss(model, embedding, prompts, alpha=config.alpha, lam=config.lam)
+        result.losses.append(terms.as_floats())
+        loss = result.losses[-1]["total"]
+        if progress:
+            progress(epoch, loss)
+        if loss < result.best_loss - config.min_delta:
+            result.best_loss, result.best_epoch, waited = loss, epoch, 0
+            best_state = copy.deepcopy(model.sa.state_dict())  # the weights that gave this loss
+        else:
+            waited += 1
+            if waited >= config.patience:
+                result.stopped_early = True
+                break
+        if terms.total.requires_grad:  # both prompt sets empty: nothing to learn
+            terms.total.backward()
+            optimizer.step()
+        scheduler.step()
+    model.sa.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - start
+    return result
