@@ -16,6 +16,7 @@ def plot_history(history: list[dict], path, *, title: str = "s3pot train") -> No
     matplotlib = require("matplotlib", TRAIN_EXTRA)
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     val_rows = [row for row in history if row.get("val")]
@@ -30,6 +31,7 @@ def plot_history(history: list[dict], path, *, title: str = "s3pot train") -> No
     loss.set(xlabel="epoch (0: before training)", ylabel="loss L", title="loss")
     loss.legend()
     loss.grid(alpha=0.3)
+    loss.xaxis.set_major_locator(MaxNLocator(integer=True))
     if iou_rows:
         iou = axes[0][1]
         iou.plot([row["epoch"] for row in iou_rows], [row["val"]["mean_iou"] for row in iou_rows],
@@ -39,6 +41,7 @@ def plot_history(history: list[dict], path, *, title: str = "s3pot train") -> No
         iou.set(xlabel="epoch", ylabel="occlusion IoU", title="validation occlusion IoU", ylim=(0, 1))
         iou.legend()
         iou.grid(alpha=0.3)
+        iou.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     buffer = io.BytesIO()
