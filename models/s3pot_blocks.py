@@ -32,6 +32,14 @@ class FEBlock(nn.Module):
         return block
 
     @torch.no_grad()
+    def matches_mask_decoder(self, decoder: MaskDecoder) -> bool:
+        """Whether this block holds exactly the decoder's weights (no fine-tuned FE)."""
+        theirs = decoder.transformer.state_dict()
+        return (all(torch.equal(v, theirs[k]) for k, v in self.transformer.state_dict().items())
+                and torch.equal(self.iou_token.weight, decoder.iou_token.weight)
+                and torch.equal(self.mask_tokens.weight, decoder.mask_tokens.weight))
+
+    @torch.no_grad()
     def load_from_mask_decoder(self, decoder: MaskDecoder) -> None:
         """Copy the decoder's transformer and output tokens into this block."""
         self.transformer.load_state_dict(copy.deepcopy(decoder.transformer.state_dict()))

@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainSample:
-    """What training keeps of one sample: its files, its image's cache key, its prompts."""
+    """What training keeps of one sample: its files, its cache keys, its prompts."""
 
     files: Sample
     image_key: str
+    reference_key: str
     input_size: tuple[int, int]  # (H, W) of the image as loaded
     prompts: SamplePrompts
 
@@ -52,9 +53,12 @@ class SampleSet:
 
     @property
     def digest(self) -> str:
-        text = "\n".join(f"{s.name}|{s.image_key}|{s.prompts.points.tobytes().hex()}"
-                         for s in self.samples)
-        return hashlib.sha256(text.encode()).hexdigest()
+        digest = hashlib.sha256()
+        for s in self.samples:
+            digest.update(f"{s.name}|{s.image_key}|{s.reference_key}|".encode())
+            digest.update(s.prompts.occlusion_tokens.astype("<i8").tobytes() + b"|")
+            digest.update(s.prompts.face_tokens.astype("<i8").tobytes() + b"\n")
+        return digest.hexdigest()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -72,9 +76,9 @@ def check_samples(root, normalization: str, face_set, what: str) -> list[Sample]
     problems = []
     for sample in samples:
         try:
-            _prepare(sample, normalization, face_set)
+            prepared = _prepare(sample, normalization, face_set)
             if sample.gt is not None:
-                load_ground_truth(sample)
+                load_ground_truth(sample, prepared.input_size)
         except S3potInputError as exc:
             problems.append(f"{sample.name}: {exc}")
     if problems:
@@ -95,6 +99,7 @@ def load_sample_set(root, cache, runner, *, normalization: str, face_set, select
         prepared = _prepare(sample, normalization, face_set)
         embeddings = np.stack(cache.fetch(list(prepared.pixels)))  # 2 x 256 x 64 x 64: Z, Z_r
         loaded.append(TrainSample(files=sample, image_key=cache.key(prepared.pixels[0]),
+                                  reference_key=cache.key(prepared.pixels[1]),
                                   input_size=prepared.input_size,
                                   prompts=sample_prompts(runner, embeddings, prepared.face_mask, selector)))
     log.info("%s: %d samples, encoder ran on %d images, %d came from the cache", root,

@@ -26,13 +26,10 @@ import torch
 
 from s3pot.core.atomic import write_bytes_atomic
 from s3pot.core.spec import GRID_SIZE, PROMPT_DIM
-from s3pot.runtime.backends.base import CPU_ENCODER_BATCH
 
 log = logging.getLogger(__name__)
 
 EMBEDDING_SHAPE = (PROMPT_DIM, GRID_SIZE, GRID_SIZE)  # 256 x 64 x 64
-#: Images per encoder run on a GPU (a CPU takes ``CPU_ENCODER_BATCH``): SPEC's batch of two.
-GPU_ENCODER_BATCH = 2
 
 
 def encoder_fingerprint(model, variant: str) -> str:
@@ -91,7 +88,7 @@ class EmbeddingCache:
             return None
         try:
             array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
             log.warning("embedding cache: %s is unreadable (%s); recomputing it", path, exc)
             self.stats.recomputed += 1
             return None
@@ -104,22 +101,20 @@ class EmbeddingCache:
 
     def fetch(self, images: list[np.ndarray]) -> list[np.ndarray]:
         """Embeddings (``256 x 64 x 64`` float32 each) of normalised images (``3 x 1024 x 1024``
-        each): read from disk where present, else encoded (in batches) and stored."""
+        each): read from disk where present, else encoded and stored. The encoder takes one image
+        at a time, so an entry does not depend on which images shared its batch (on a GPU a batch
+        of two rounds differently from two batches of one)."""
         keys = [self.key(pixels) for pixels in images]
         found: dict[str, np.ndarray | None] = {key: self.load(key) for key in dict.fromkeys(keys)}
         self.stats.hits += sum(1 for key in keys if found[key] is not None)
         missing = [key for key, value in found.items() if value is None]
-        first = {key: keys.index(key) for key in missing}
-        batch = GPU_ENCODER_BATCH if self.device.type == "cuda" else CPU_ENCODER_BATCH
-        for begin in range(0, len(missing), batch):
-            part = missing[begin:begin + batch]
-            pixels = np.stack([images[first[key]] for key in part])  # B x 3 x 1024 x 1024
+        for key in missing:
+            pixels = images[keys.index(key)][None]  # 1 x 3 x 1024 x 1024
             with torch.inference_mode():
-                out = self.model.encode(torch.from_numpy(pixels).to(self.device))
-            for key, embedding in zip(part, out.float().cpu().numpy()):
-                self._store(key, embedding)
-                found[key] = embedding
-            self.stats.encoded += len(part)
+                embedding = self.model.encode(torch.from_numpy(pixels).to(self.device))[0]
+            found[key] = embedding.float().cpu().numpy()
+            self._store(key, found[key])
+            self.stats.encoded += 1
         return [found[key] for key in keys]
 
     def _store(self, key: str, embedding: np.ndarray) -> None:

@@ -9,7 +9,7 @@ Writes into --out:
 - NAME_occlusion.png, NAME_visible_face.png, NAME_prompts.json (and NAME_vis.jpg with
   --save-vis), as `s3pot segment` writes them;
 - NAME_adapter.pt: the fitted adapter;
-- NAME_fit.json: the loss per epoch, the best epoch and whether it stopped early.
+- NAME_fit.json: the loss after every step, the step kept and whether it stopped early.
 
   s3pot fit-image --image face.jpg --reference face_ref.png --parsing face_parsing_mask.npy \\
       --checkpoint sam_vit_b_01ec64.pth --adapter runs/a/adapter.pt --out fitted/
@@ -54,7 +54,6 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from s3pot.models.checkpoint import save_adapter
-    from s3pot.runtime.cli.common import weights_label
     from s3pot.runtime.cli.segment import check_out, write_outputs
     from s3pot.runtime.io import check_file, write_text_atomic
     from s3pot.runtime.pipeline import Pipeline
@@ -62,7 +61,7 @@ def run(args) -> int:
 
     from .embeddings import EmbeddingCache
     from .per_image import FitConfig, fit_image
-    from .steps import sample_prompts, torch_runner
+    from .steps import carries_fe, sample_prompts, torch_runner
 
     config = FitConfig(epochs=args.epochs, patience=args.patience, min_delta=args.min_delta,
                        lr=args.lr, weight_decay=args.weight_decay, alpha=args.alpha,
@@ -71,6 +70,8 @@ def run(args) -> int:
                        (args.parsing, "parsing mask")):
         check_file(path, what)
     check_out(args.out)
+    if args.cache is not None:
+        check_out(args.cache)
     emit = say("fit-image")
     trained = build_model(args)
     prepared = prepare_inputs(args.image, args.reference, args.parsing,
@@ -93,26 +94,31 @@ def run(args) -> int:
         pipeline = Pipeline(runner, normalization=trained.normalization,
                             face_set=trained.face_set, selector=args.selector)
         seg = pipeline.run_encoded(prepared, embeddings)
-        written = write_outputs(args.out, name, seg, args.image, args.save_vis,
-                                weights_label(args), args.random_weights)
+        sam = (f"RANDOM (seed {args.seed}; --random-weights: the masks are not meaningful)"
+               if args.random_weights else str(args.checkpoint))
+        weights = (f"{sam} + SA fitted to this image from {args.adapter or 'a fresh SA layer'} "
+                   f"-> {name}_adapter.pt")
+        written = write_outputs(args.out, name, seg, args.image, args.save_vis, weights,
+                                args.random_weights)
         try:
             summary = {"image": str(args.image), **result.as_dict(), "config": asdict(config)}
             written.append(save_adapter(
                 args.out / f"{name}_adapter.pt", model, variant=trained.variant,
                 normalization=trained.normalization, face_set=trained.face_set,
-                meta={"mode": "per-image", "sam_weights": trained.weights,
+                include_fe=carries_fe(model), meta={"mode": "per-image", "sam_weights": trained.weights,
                       **{k: v for k, v in summary.items() if k != "losses"}}))
             written.append(write_text_atomic(args.out / f"{name}_fit.json", json.dumps(summary, indent=1)))
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
-    except OSError as exc:
-        raise S3potInputError(f"--out '{args.out}': could not write ({exc})") from None
+    except OSError as exc:  # no space, no permission: name the file it was
+        where = f"'{exc.filename}'" if exc.filename else f"--out '{args.out}'"
+        raise S3potInputError(f"{where}: could not read or write it ({exc.strerror or exc})") from None
     finally:
         runner.deactivate()
-    losses = result.losses
-    print(f"{name}: {len(losses)} epochs{' (stopped early)' if result.stopped_early else ''}, "
-          f"loss {losses[0]['total']:.4f} -> {result.best_loss:.4f} (best at epoch "
-          f"{result.best_epoch}); occlusion {100 * seg.occlusion.mean():.1f}% of the image -> {args.out}")
+    print(f"{name}: {result.steps} steps{' (stopped early)' if result.stopped_early else ''}, "
+          f"loss {result.losses[0]['total']:.4f} -> {result.best_loss:.4f} (kept: the weights "
+          f"after {result.best_step} steps); occlusion {100 * seg.occlusion.mean():.1f}% of the "
+          f"image -> {args.out}")
     return 0

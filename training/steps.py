@@ -41,6 +41,12 @@ def make_trainable(model) -> list[torch.nn.Parameter]:
     return list(model.sa.parameters())
 
 
+def carries_fe(model) -> bool:
+    """Whether an adapter of ``model`` must carry FE weights: FE is frozen, but an adapter it
+    started from may have brought fine-tuned ones, and the prompts SA learns from are FE's."""
+    return not model.fe.matches_mask_decoder(model.mask_decoder)
+
+
 def torch_runner(model, device: torch.device, variant: str, normalization: str):
     """An activated FP32 :class:`~s3pot.runtime.backends.torch.runner.TorchRunner` over ``model``
     (it runs FE for the prompts and, after training, the runtime's stages for the masks)."""

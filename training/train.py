@@ -50,6 +50,8 @@ def check_out(args) -> None:
 
     out = args.out
     check_writable(out)
+    if args.cache is not None:
+        check_writable(args.cache)
     if args.resume and args.overwrite:
         raise S3potInputError("--resume and --overwrite: expected one of them, got both")
     if args.resume:
@@ -64,8 +66,15 @@ def check_out(args) -> None:
                               "its run with --resume, or start over with --overwrite)")
 
 
+def _run_files(out: Path) -> list[Path]:
+    """The files of a run, which --overwrite removes (the embedding cache stays)."""
+    from .trainer import ADAPTER_FILE, CURVE_FILE, HISTORY_FILE, STATE_FILE
+
+    return [out / name for name in (STATE_FILE, ADAPTER_FILE, HISTORY_FILE, CURVE_FILE)]
+
+
 def run(args) -> int:
-    from .trainer import ADAPTER_FILE, CACHE_FOLDER, CURVE_FILE, TrainConfig, Trainer
+    from .trainer import ADAPTER_FILE, CACHE_FOLDER, CURVE_FILE, STATE_FILE, TrainConfig, Trainer
 
     config = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed, alpha=args.alpha,
@@ -82,6 +91,8 @@ def run(args) -> int:
                       cache_dir=args.cache or args.out / CACHE_FOLDER, weights=trained.weights,
                       selector=args.selector, progress=True)
     try:
+        if args.resume:  # a changed option is refused now, not after the data is encoded
+            trainer.check_resume(args.out / STATE_FILE)
         emit(f"{trained.variant} on {trained.device}; checking and encoding the data (the "
              "encoder runs once per image, the cache keeps the rest)")
         trainer.load_data(args.data, args.val)
@@ -90,13 +101,17 @@ def run(args) -> int:
              f"{f' and {len(trainer.val_set)} validation' if trainer.val_set else ''} samples "
              f"ready in {trainer.prepare_seconds:.1f} s: encoder ran on {stats.encoded} images, "
              f"{stats.hits} came from the cache")
+        if args.overwrite:  # the old run goes now: a --resume must never continue it
+            for path in _run_files(args.out):
+                path.unlink(missing_ok=True)
         history = trainer.fit(args.out, resume=args.resume, report=emit)
     except KeyboardInterrupt:
         if trainer.epoch:
             emit(f"stopped; epochs 1-{trainer.epoch} are saved in {args.out}, continue with --resume")
         raise
-    except OSError as exc:  # no space, no permission
-        raise S3potInputError(f"--out '{args.out}': could not write ({exc})") from None
+    except OSError as exc:  # no space, no permission: name the file it was
+        where = f"'{exc.filename}'" if exc.filename else f"--out '{args.out}'"
+        raise S3potInputError(f"{where}: could not read or write it ({exc.strerror or exc})") from None
     finally:
         trainer.close()
     first, last = history[0], history[-1]

@@ -38,7 +38,7 @@ from s3pot.runtime.preprocess import postprocess_logits, prepare_inputs
 
 from .data import SampleSet, TrainSample, load_sample_set
 from .embeddings import EmbeddingCache
-from .steps import make_trainable, sample_loss, torch_runner
+from .steps import carries_fe, make_trainable, sample_loss, torch_runner
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class TrainConfig:
     def check(self) -> "TrainConfig":
         rules = (("epochs", self.epochs >= 1, "an integer >= 1"),
                  ("batch", self.batch >= 1, "an integer >= 1"),
+                 ("seed", self.seed >= 0, "an integer >= 0"),
                  ("lr", math.isfinite(self.lr) and self.lr > 0, "a number > 0"),
                  ("weight-decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                   "a number >= 0"),
@@ -169,17 +170,22 @@ class Trainer:
                                            alpha=self.config.alpha, lam=self.config.lam)
                     rows.append(terms.as_floats())
                     if not math.isfinite(rows[-1]["total"]):
-                        raise S3potError(
-                            f"epoch {epoch}, sample {sample.name}: expected a finite loss, got "
-                            f"{rows[-1]['total']} (training diverged; the last finished epoch is "
-                            "saved; try a smaller --lr)")
+                        self._diverged(epoch, f"sample {sample.name}: loss {rows[-1]['total']}")
                     if terms.total.requires_grad:  # both prompt sets empty: nothing to learn
                         (terms.total / len(batch)).backward()
                     bar.update(1)
                     bar.set_postfix(loss=f"{rows[-1]['total']:.4f}")
                 self.optimizer.step()
                 self.scheduler.step()
+                if not all(torch.isfinite(p).all() for p in self.model.sa.parameters()):
+                    self._diverged(epoch, "the SA weights after a step are not finite")
         return mean_terms(rows)
+
+    def _diverged(self, epoch: int, what: str) -> None:
+        saved = (f"epochs up to {self.epoch} are saved, and --resume continues from there"
+                 if self.epoch else "nothing was saved")
+        raise S3potError(f"epoch {epoch}: expected finite values, got {what}: training diverged "
+                         f"({saved}; start over with a smaller --lr and --overwrite)")
 
     @torch.no_grad()
     def evaluate(self, sample_set: SampleSet) -> dict:
@@ -244,12 +250,41 @@ class Trainer:
         return text
 
     # -- files ---------------------------------------------------------------------------------
-    def _identity(self) -> dict:
-        """What a resumed run must share with the run it continues."""
-        return {"variant": self.variant, "normalization": self.normalization,
-                "face_set": list(self.face_set), "encoder": self.cache.fingerprint,
-                "config": asdict(self.config), "data": self.train_set.digest,
-                "val": self.val_set.digest if self.val_set else None}
+    def _identity(self, with_data: bool = True) -> dict:
+        """What a resumed run must share with the run it continues (the data only once loaded)."""
+        identity = {"variant": self.variant, "normalization": self.normalization,
+                    "face_set": list(self.face_set), "encoder": self.cache.fingerprint,
+                    "config": asdict(self.config)}
+        if with_data:
+            identity.update(data=self.train_set.digest,
+                            val=self.val_set.digest if self.val_set else None)
+        return identity
+
+    def check_resume(self, path: Path) -> dict:
+        """The state file at ``path``, refused unless it was written by a run of the same model
+        and settings; cheap, so a resume with a changed option fails before the data is encoded."""
+        state = read_state_dict(path, "training state")
+        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+            raise CheckpointError(f"training state '{path}': expected a {STATE_FORMAT} file of "
+                                  f"version {STATE_VERSION}, got format {state.get('format')!r} "
+                                  f"version {state.get('version')!r}")
+        self._compare(path, state, self._identity(with_data=self.train_set is not None))
+        return state
+
+    @staticmethod
+    def _compare(path: Path, state: dict, mine: dict) -> None:
+        differ = [name for name in mine if state.get(name) != mine[name]]
+        if not differ:
+            return
+
+        def show(value):
+            text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+            return text if len(text) <= 80 else text[:77] + "..."
+        details = "; ".join(f"{name}: {show(state.get(name))} then, {show(mine[name])} now"
+                            for name in differ)
+        raise CheckpointError(f"training state '{path}': expected the run it continues to "
+                              f"have the same settings and data, got {details} (start a new "
+                              "run with --overwrite, or another --out)")
 
     def save(self, out: Path) -> None:
         """Adapter, history, curve and resume state of the current epoch, each atomically (the
@@ -259,7 +294,7 @@ class Trainer:
         last = self.history[-1]
         save_adapter(out / ADAPTER_FILE, self.model, variant=self.variant,
                      normalization=self.normalization, face_set=self.face_set,
-                     meta={"mode": "standard", "epoch": self.epoch, "epochs": self.config.epochs,
+                     include_fe=carries_fe(self.model), meta={"mode": "standard", "epoch": self.epoch, "epochs": self.config.epochs,
                            "config": asdict(self.config), "sam_weights": self.weights,
                            "data": str(self.train_set.root), "samples": len(self.train_set),
                            "train_loss": last["train"].get("total"),
@@ -278,22 +313,7 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         """Continue from a state file written by :meth:`save` for the same settings and data."""
-        state = read_state_dict(path, "training state")
-        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
-            raise CheckpointError(f"training state '{path}': expected a {STATE_FORMAT} file of "
-                                  f"version {STATE_VERSION}, got format {state.get('format')!r} "
-                                  f"version {state.get('version')!r}")
-        mine = self._identity()
-        differ = [name for name in mine if state.get(name) != mine[name]]
-        if differ:
-            def show(value):
-                text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
-                return text if len(text) <= 80 else text[:77] + "..."
-            details = "; ".join(f"{name}: {show(state.get(name))} then, {show(mine[name])} now"
-                                for name in differ)
-            raise CheckpointError(f"training state '{path}': expected the run it continues to "
-                                  f"have the same settings and data, got {details} (start a new "
-                                  "run with --overwrite, or another --out)")
+        state = self.check_resume(path)
         self.model.sa.load_state_dict(state["sa"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

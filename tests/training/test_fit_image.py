@@ -7,9 +7,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from helpers import astronaut_sample
-from s3pot.models.checkpoint import read_adapter
+from s3pot.models import build_s3pot
+from s3pot.models.checkpoint import read_adapter, save_adapter
 from s3pot.runtime.cli import main
 
 TINY = ["--variant", "tiny", "--random-weights", "--seed", "0", "--device", "cpu"]
@@ -35,11 +37,11 @@ def test_fit_writes_the_mask_and_the_adapter_that_gives_it(sample, tmp_path, cap
     assert main(["fit-image", *sample, "--out", str(out), "--epochs", "4", "--lr", "1e-3", *TINY]) == 0
     assert "astronaut: " in capsys.readouterr().out
     fit = json.loads((out / "astronaut_fit.json").read_text())
-    assert 1 <= fit["epochs_run"] <= 4 and len(fit["losses"]) == fit["epochs_run"]
+    assert 1 <= fit["steps"] <= 4 and len(fit["losses"]) == fit["steps"] + 1
     assert fit["best_loss"] == min(row["total"] for row in fit["losses"]) < fit["losses"][0]["total"]
     adapter = read_adapter(out / "astronaut_adapter.pt")
     assert adapter["variant"] == "tiny" and adapter["meta"]["mode"] == "per-image"
-    assert adapter["meta"]["best_epoch"] == fit["best_epoch"]
+    assert adapter["meta"]["best_step"] == fit["best_step"] and adapter["fe"] is None
     # The runtime with the fitted adapter draws the same mask.
     again = tmp_path / "segment"
     assert main(["segment", *sample, "--backend", "torch", "--adapter", str(out / "astronaut_adapter.pt"),
@@ -55,10 +57,40 @@ def test_it_stops_after_patience_epochs_without_a_drop_of_min_delta(sample, tmp_
     assert main(["fit-image", *sample, "--out", str(out), "--epochs", "50", "--patience", "2",
                  "--min-delta", "100", *TINY]) == 0
     fit = json.loads((out / "astronaut_fit.json").read_text())
-    # Epoch 1 sets the best loss; no later one beats it by 100, so epochs 2 and 3 end the fit
-    # and the weights of epoch 1 (the initial ones) are kept.
-    assert (fit["epochs_run"], fit["best_epoch"], fit["stopped_early"]) == (3, 1, True)
+    # The starting weights set the best loss; no later one beats it by 100, so the losses after
+    # steps 1 and 2 end the fit, and the starting weights are the ones kept.
+    assert (fit["steps"], fit["best_step"], fit["stopped_early"]) == (2, 0, True)
     assert fit["best_loss"] == fit["losses"][0]["total"]
+    start = build_s3pot("tiny", random_weights=True, seed=0).sa.state_dict()
+    kept = read_adapter(out / "astronaut_adapter.pt")["sa"]
+    assert all(torch.equal(kept[name], tensor) for name, tensor in start.items())
+
+
+def test_the_last_step_can_be_the_one_kept(sample, tmp_path):
+    out = tmp_path / "fit"
+    assert main(["fit-image", *sample, "--out", str(out), "--epochs", "1", "--lr", "1e-3", *TINY]) == 0
+    fit = json.loads((out / "astronaut_fit.json").read_text())
+    assert fit["steps"] == 1 and len(fit["losses"]) == 2  # before and after the one step
+    assert fit["losses"][1]["total"] < fit["losses"][0]["total"] and fit["best_step"] == 1
+    start = build_s3pot("tiny", random_weights=True, seed=0).sa.state_dict()
+    kept = read_adapter(out / "astronaut_adapter.pt")["sa"]
+    assert not all(torch.equal(kept[name], tensor) for name, tensor in start.items())
+
+
+def test_fine_tuned_fe_weights_of_the_starting_adapter_are_kept(sample, tmp_path):
+    """FE does not train, but the prompts SA learns from are FE's: an adapter that brought its
+    own FE weights must leave with them."""
+    model = build_s3pot("tiny", random_weights=True, seed=0)
+    with torch.no_grad():
+        model.fe.iou_token.weight.add_(0.5)
+    start = save_adapter(tmp_path / "start.pt", model, variant="tiny", normalization="sam",
+                         face_set="paper", include_fe=True)
+    out = tmp_path / "fit"
+    assert main(["fit-image", *sample, "--out", str(out), "--epochs", "1", "--adapter", str(start),
+                 *TINY]) == 0
+    fitted = read_adapter(out / "astronaut_adapter.pt")
+    assert fitted["fe"] is not None
+    assert all(torch.equal(fitted["fe"][name], tensor) for name, tensor in model.fe.state_dict().items())
 
 
 def test_bad_options_and_inputs_are_one_line(sample, tmp_path, capsys):

@@ -70,6 +70,17 @@ def test_labels_split_the_prompts_and_gradients_reach_the_logits():
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
+def test_label_1_is_an_occlusion_prompt_and_label_0_a_face_prompt():
+    # Logits rising along x: q differs per prompt, so swapping the roles would change every term.
+    logits = (torch.arange(256, dtype=torch.float64) / 64 - 2).repeat(256, 1)[None, None]
+    points = torch.tensor([[8.0, 8.0], [520.0, 8.0], [1016.0, 8.0]])  # source columns 1.625, 129.625, 253.625
+    q = [1 / (1 + math.exp(-(c / 64 - 2))) for c in (1.625, 129.625, 253.625)]  # 0.1219, 0.5063, 0.8813
+    terms = prompt_loss(logits, points, torch.tensor([1.0, 0.0, 1.0])).as_floats()
+    assert terms["occ"] == pytest.approx(-(math.log(q[0]) + math.log(q[2])) / 2, abs=1e-9)
+    assert terms["face"] == pytest.approx(math.log(q[1]), abs=1e-9)
+    assert terms["pen"] == pytest.approx(1 / (1 + math.exp(-10 * (q[1] - 0.5))), abs=1e-9)
+
+
 def test_bad_labels_and_points_are_refused():
     logits = torch.zeros(1, 1, 256, 256)
     with pytest.raises(S3potInputError, match=r"prompt labels: expected 1 \(occlusion\) or 0"):

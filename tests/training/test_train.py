@@ -95,8 +95,15 @@ def test_a_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(run, datas
     original = Trainer.train_epoch
 
     def stop_in_epoch_3(self, epoch):
+        """Interrupt epoch 3 after its first step: the weights in memory have moved past the
+        saved state of epoch 2."""
         if epoch == 3:
-            raise KeyboardInterrupt
+            step = self.scheduler.step
+
+            def step_then_stop():
+                step()
+                raise KeyboardInterrupt
+            self.scheduler.step = step_then_stop
         return original(self, epoch)
 
     out = tmp_path / "stopped"
@@ -123,6 +130,15 @@ def test_resume_refuses_other_settings(run, dataset, cache, tmp_path, capsys):
     assert '"lr": 0.001' in err and '"lr": 0.0005' in err
 
 
+def test_overwrite_starts_over_and_keeps_the_cache(run, dataset, cache, tmp_path):
+    out = tmp_path / "again"
+    shutil.copytree(run, out)
+    assert _train(dataset, out, cache, "--overwrite", "--epochs", "1") == 0
+    history = json.loads((out / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert read_state_dict(out / "state.pt")["config"]["epochs"] == 1
+
+
 def test_the_run_folder_rules(run, dataset, cache, tmp_path, capsys):
     assert _train(dataset, run, cache) == 2
     assert "continue its run with --resume, or start over with --overwrite" in capsys.readouterr().err
@@ -132,6 +148,8 @@ def test_the_run_folder_rules(run, dataset, cache, tmp_path, capsys):
     assert "expected one of them, got both" in capsys.readouterr().err
     assert _train(dataset, tmp_path / "new", cache, "--epochs", "0") == 2
     assert "--epochs: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert _train(dataset, tmp_path / "new", cache, "--seed", "-1") == 2
+    assert "--seed: expected an integer >= 0, got -1" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
 
 
