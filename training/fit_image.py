@@ -19,9 +19,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from s3pot.core.errors import S3potInputError
 
-from .options import add_objective_options, build_model, say
+from .options import add_objective_options, build_model, file_error, say
 
 
 def add_arguments(parser) -> None:
@@ -42,7 +41,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cache", type=Path, help="embedding cache folder (default: none)")
     parser.add_argument("--save-vis", action="store_true", help="also write an overlay with the prompts")
     add_objective_options(parser, lr=1e-4, weight_decay=0.01)
-    add_model_options(parser, seed_help="seed of the SA layer's initial weights without --adapter, and of --random-weights (default: 0)")
+    add_model_options(parser, seed_help="seed of the SA layer's initial weights "
+                                         "without --adapter, and of --random-weights (default: 0)")
 
 
 def run(args) -> int:
@@ -105,16 +105,17 @@ def run(args) -> int:
             written.append(save_adapter(
                 args.out / f"{name}_adapter.pt", model, variant=trained.variant,
                 normalization=trained.normalization, face_set=trained.face_set,
-                include_fe=carries_fe(model), meta={"mode": "per-image", "sam_weights": trained.weights,
+                include_fe=carries_fe(model),
+                meta={"mode": "per-image", "sam_weights": trained.weights,
                       **{k: v for k, v in summary.items() if k != "losses"}}))
-            written.append(write_text_atomic(args.out / f"{name}_fit.json", json.dumps(summary, indent=1)))
+            written.append(write_text_atomic(args.out / f"{name}_fit.json",
+                                             json.dumps(summary, indent=1)))
         except BaseException:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
-    except OSError as exc:  # no space, no permission: name the file it was
-        where = f"'{exc.filename}'" if exc.filename else f"--out '{args.out}'"
-        raise S3potInputError(f"{where}: could not read or write it ({exc.strerror or exc})") from None
+    except OSError as exc:
+        raise file_error(exc, args.out) from None
     finally:
         runner.deactivate()
     print(f"{name}: {result.steps} steps{' (stopped early)' if result.stopped_early else ''}, "

@@ -2,9 +2,12 @@
 model they train (SAM weights, an optional starting adapter, what it runs with, the device)."""
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from s3pot.core.errors import S3potInputError
 
 #: What training needs beyond the base install.
 TRAIN_EXTRA = "'s3pot-rt[torch,train]' (torch, matplotlib)"
@@ -27,6 +30,28 @@ def add_objective_options(parser, *, lr: float, weight_decay: float) -> None:
                        help=f"steepness of the face penalty FPP (default: {ALPHA:g})")
     group.add_argument("--lambda", dest="lam", type=float, default=LAMBDA,
                        help=f"weight of FPP in the total loss (default: {LAMBDA:g})")
+
+
+def check_settings(settings, rules=()) -> None:
+    """Refuse the first option out of range, as ``--NAME: expected ..., got ...``: ``rules``
+    (``(name, ok, expected)``, the mode's own) and then the optimiser's and the objective's, which
+    both modes have (``settings.lr``, ``.weight_decay``, ``.alpha``, ``.lam``)."""
+    rules = (*rules,
+             ("lr", math.isfinite(settings.lr) and settings.lr > 0, "a number > 0"),
+             ("weight-decay", math.isfinite(settings.weight_decay) and settings.weight_decay >= 0,
+              "a number >= 0"),
+             ("alpha", math.isfinite(settings.alpha) and settings.alpha > 0, "a number > 0"),
+             ("lambda", math.isfinite(settings.lam) and settings.lam >= 0, "a number >= 0"))
+    for name, ok, expected in rules:
+        if not ok:
+            value = getattr(settings, "lam" if name == "lambda" else name.replace("-", "_"))
+            raise S3potInputError(f"--{name}: expected {expected}, got {value}")
+
+
+def file_error(exc: OSError, out) -> S3potInputError:
+    """A read or write that failed (no space, no permission), naming the file it was."""
+    where = f"'{exc.filename}'" if exc.filename else f"--out '{out}'"
+    return S3potInputError(f"{where}: could not read or write it ({exc.strerror or exc})")
 
 
 @dataclass

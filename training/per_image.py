@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from s3pot.core.errors import S3potError, S3potInputError
+from s3pot.core.errors import S3potError
 from s3pot.models.losses import ALPHA, LAMBDA
 
+from .options import check_settings
 from .steps import SamplePrompts, make_trainable, sample_loss
 
 
@@ -30,19 +31,10 @@ class FitConfig:
     lam: float = LAMBDA
 
     def check(self) -> "FitConfig":
-        rules = (("epochs", self.epochs >= 1, "an integer >= 1"),
-                 ("patience", self.patience >= 1, "an integer >= 1"),
-                 ("min-delta", math.isfinite(self.min_delta) and self.min_delta >= 0, "a number >= 0"),
-                 ("lr", math.isfinite(self.lr) and self.lr > 0, "a number > 0"),
-                 ("weight-decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-                  "a number >= 0"),
-                 ("alpha", math.isfinite(self.alpha) and self.alpha > 0, "a number > 0"),
-                 ("lambda", math.isfinite(self.lam) and self.lam >= 0, "a number >= 0"))
-        for name, ok, expected in rules:
-            if not ok:
-                attr = {"min-delta": "min_delta", "weight-decay": "weight_decay", "lambda": "lam"}
-                raise S3potInputError(f"--{name}: expected {expected}, got "
-                                      f"{getattr(self, attr.get(name, name))}")
+        check_settings(self, (
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("patience", self.patience >= 1, "an integer >= 1"),
+            ("min-delta", math.isfinite(self.min_delta) and self.min_delta >= 0, "a number >= 0")))
         return self
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from s3pot.core.errors import S3potInputError
 
-from .options import add_objective_options, build_model, export_hint, say
+from .options import add_objective_options, build_model, export_hint, file_error, say
 
 
 def add_arguments(parser) -> None:
@@ -39,7 +39,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="start over in a --out that holds a run (its embeddings are kept)")
     add_objective_options(parser, lr=1e-4, weight_decay=0.01)
-    add_model_options(parser, seed_help="seed of the SA layer's initial weights, of the sample order and of --random-weights (default: 0)")
+    add_model_options(parser, seed_help="seed of the SA layer's initial weights, of "
+                                         "the sample order and of --random-weights (default: 0)")
 
 
 def check_out(args) -> None:
@@ -109,9 +110,8 @@ def run(args) -> int:
         if trainer.epoch:
             emit(f"stopped; epochs 1-{trainer.epoch} are saved in {args.out}, continue with --resume")
         raise
-    except OSError as exc:  # no space, no permission: name the file it was
-        where = f"'{exc.filename}'" if exc.filename else f"--out '{args.out}'"
-        raise S3potInputError(f"{where}: could not read or write it ({exc.strerror or exc})") from None
+    except OSError as exc:
+        raise file_error(exc, args.out) from None
     finally:
         trainer.close()
     first, last = history[0], history[-1]

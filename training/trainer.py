@@ -38,6 +38,7 @@ from s3pot.runtime.preprocess import postprocess_logits, prepare_inputs
 
 from .data import SampleSet, TrainSample, load_sample_set
 from .embeddings import EmbeddingCache
+from .options import check_settings
 from .steps import carries_fe, make_trainable, sample_loss, torch_runner
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,9 @@ class TrainConfig:
     lam: float = LAMBDA
 
     def check(self) -> "TrainConfig":
-        rules = (("epochs", self.epochs >= 1, "an integer >= 1"),
-                 ("batch", self.batch >= 1, "an integer >= 1"),
-                 ("seed", self.seed >= 0, "an integer >= 0"),
-                 ("lr", math.isfinite(self.lr) and self.lr > 0, "a number > 0"),
-                 ("weight-decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-                  "a number >= 0"),
-                 ("alpha", math.isfinite(self.alpha) and self.alpha > 0, "a number > 0"),
-                 ("lambda", math.isfinite(self.lam) and self.lam >= 0, "a number >= 0"))
-        for name, ok, expected in rules:
-            if not ok:
-                value = getattr(self, {"weight-decay": "weight_decay", "lambda": "lam"}.get(name, name))
-                raise S3potInputError(f"--{name}: expected {expected}, got {value}")
+        check_settings(self, (("epochs", self.epochs >= 1, "an integer >= 1"),
+                              ("batch", self.batch >= 1, "an integer >= 1"),
+                              ("seed", self.seed >= 0, "an integer >= 0")))
         return self
 
 
@@ -294,7 +286,8 @@ class Trainer:
         last = self.history[-1]
         save_adapter(out / ADAPTER_FILE, self.model, variant=self.variant,
                      normalization=self.normalization, face_set=self.face_set,
-                     include_fe=carries_fe(self.model), meta={"mode": "standard", "epoch": self.epoch, "epochs": self.config.epochs,
+                     include_fe=carries_fe(self.model),
+                     meta={"mode": "standard", "epoch": self.epoch, "epochs": self.config.epochs,
                            "config": asdict(self.config), "sam_weights": self.weights,
                            "data": str(self.train_set.root), "samples": len(self.train_set),
                            "train_loss": last["train"].get("total"),
