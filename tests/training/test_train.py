@@ -174,3 +174,28 @@ def test_a_trained_adapter_exported_to_onnx_gives_the_trained_mask(run, tmp_path
     found = run_both_backends(export, ["--variant", "tiny", "--random-weights", "--seed", "0",
                                        "--adapter", str(adapter)], tmp_path)
     assert found["same_prompts"] and found["iou"] >= 0.999
+
+
+def test_the_authors_dataset_layout_trains_with_labelme_ground_truth(dataset, cache, tmp_path):
+    """One numbered folder per sample (a .jpg, a Reference*.png, a *parsing_mask.npy and a LabelMe
+    .json of the occluder), the layout of the authors' dataset."""
+    import cv2
+
+    folders = tmp_path / "folders"
+    for index, name in enumerate(("obama", "astronaut"), start=1):
+        sample = folders / str(index)
+        sample.mkdir(parents=True)
+        image = cv2.imread(str(dataset / f"{name}.png"))
+        cv2.imwrite(str(sample / f"{name}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        shutil.copy(dataset / f"{name}_ref.png", sample / "Reference_0.png")
+        shutil.copy(dataset / f"{name}_parsing_mask.npy", sample / f"{name}_parsing_mask.npy")
+        ys, xs = np.nonzero(cv2.imread(str(dataset / f"{name}_gt.png"), cv2.IMREAD_GRAYSCALE))
+        box = [[float(xs.min()), float(ys.min())], [float(xs.max() + 1), float(ys.max() + 1)]]
+        (sample / f"{name}.json").write_text(json.dumps({
+            "shapes": [{"label": "occlusion", "shape_type": "rectangle", "points": box}],
+            "imageHeight": image.shape[0], "imageWidth": image.shape[1]}))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(folders), "--val", str(folders), "--out", str(out),
+                 "--cache", str(cache), "--epochs", "1", *TINY]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history[-1]["val"]["images_with_gt"] == 2 and 0.0 <= history[-1]["val"]["mean_iou"] <= 1.0
