@@ -2,8 +2,8 @@
 
 ``core/ export/ runtime/ kernels/ models/ benchmarks/ training/`` install as ``s3pot.core``,
 ``s3pot.export``, ``s3pot.runtime``, ``s3pot.kernels``, ``s3pot.models``, ``s3pot.benchmarks`` (with
-the sample face ``s3pot bench`` runs on) and ``s3pot.training``; ``s3pot`` itself is a namespace package, so nothing
-generic lands at the top of site-packages.
+the sample face ``s3pot bench`` runs on) and ``s3pot.training``; ``s3pot`` itself is a namespace
+package, so nothing generic lands at the top of site-packages.
 """
 from setuptools import find_packages, setup
 

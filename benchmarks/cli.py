@@ -19,7 +19,6 @@ Writes OUT/bench.json (every figure), OUT/bench.md and OUT/bench.png; prints the
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 
@@ -59,14 +58,15 @@ def run(args) -> int:
     from s3pot.core.errors import require
 
     require("torch", "'s3pot-rt[torch]' (the baseline and the export need PyTorch)")
+    from s3pot.runtime.cli.common import say as say_for
+
     from .bench import BenchOptions, run_bench
     from .report import (compare, header_lines, headline_lines, load_report, markdown,
                          stage_table, summary_table, write_chart, write_json)
 
     old = load_report(args.compare) if args.compare else None  # a bad file fails before the run
 
-    def say(message: str) -> None:
-        print(f"s3pot bench: {message}", file=sys.stderr, flush=True)
+    say = say_for("bench")
 
     options = BenchOptions(
         variant=args.variant, checkpoint=args.checkpoint, adapter=args.adapter, seed=args.seed,

@@ -21,7 +21,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-
 from s3pot.core.errors import S3potInputError
 from s3pot.runtime.metrics import ImageScore, score, summarize
 

@@ -185,8 +185,7 @@ class Pipeline:
         ``embeddings`` is ``2 x 256 x 64 x 64`` (``Z``, then ``Z_r``). Training and per-image
         fitting keep their embeddings on disk and draw their masks through here, so a mask they
         report is the runtime's."""
-        if self._closed:
-            raise S3potError("pipeline: closed (its runner was deactivated); make a new one")
+        self._check_open()
         with self._run_lock:
             result = self._segment_encoded(prepared, embeddings, timings if timings is not None else {})
         with self._stats_lock:
@@ -199,10 +198,13 @@ class Pipeline:
         if len(timings) != len(prepared):
             raise S3potInputError(f"run_batch: expected one timings dict per sample "
                                   f"({len(prepared)}), got {len(timings)}")
-        if self._closed:
-            raise S3potError("pipeline: closed (its runner was deactivated); make a new one")
+        self._check_open()
         with self._run_lock:
             return self._run_batch(prepared, timings)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise S3potError("pipeline: closed (its runner was deactivated); make a new one")
 
     def _run_batch(self, prepared: list[Prepared], timings: list[dict]) -> list[Segmentation]:
         start = time.perf_counter()

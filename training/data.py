@@ -64,7 +64,8 @@ class SampleSet:
         return len(self.samples)
 
 
-def _prepare(sample: Sample, normalization: str, face_set) -> Prepared:
+def prepare_sample(sample: Sample, normalization: str, face_set) -> Prepared:
+    """The sample's files decoded, checked, resized and normalised (the runtime's preprocessing)."""
     return prepare_inputs(sample.image, sample.reference, sample.parsing,
                           normalization=normalization, face_set=face_set)
 
@@ -76,7 +77,7 @@ def check_samples(root, normalization: str, face_set, what: str) -> list[Sample]
     problems = []
     for sample in samples:
         try:
-            prepared = _prepare(sample, normalization, face_set)
+            prepared = prepare_sample(sample, normalization, face_set)
             if sample.gt is not None:
                 load_ground_truth(sample, prepared.input_size)
         except S3potInputError as exc:
@@ -96,10 +97,10 @@ def load_sample_set(root, cache, runner, *, normalization: str, face_set, select
     samples = check_samples(root, normalization, face_set, what)
     loaded = []
     for sample in (progress(samples) if progress else samples):
-        prepared = _prepare(sample, normalization, face_set)
-        embeddings = np.stack(cache.fetch(list(prepared.pixels)))  # 2 x 256 x 64 x 64: Z, Z_r
-        loaded.append(TrainSample(files=sample, image_key=cache.key(prepared.pixels[0]),
-                                  reference_key=cache.key(prepared.pixels[1]),
+        prepared = prepare_sample(sample, normalization, face_set)
+        keys = [cache.key(pixels) for pixels in prepared.pixels]
+        embeddings = np.stack(cache.fetch(list(prepared.pixels), keys))  # 2 x 256 x 64 x 64: Z, Z_r
+        loaded.append(TrainSample(files=sample, image_key=keys[0], reference_key=keys[1],
                                   input_size=prepared.input_size,
                                   prompts=sample_prompts(runner, embeddings, prepared.face_mask, selector)))
     log.info("%s: %d samples, encoder ran on %d images, %d came from the cache", root,

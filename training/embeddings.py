@@ -99,12 +99,13 @@ class EmbeddingCache:
             return None
         return array
 
-    def fetch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def fetch(self, images: list[np.ndarray], keys: list[str] | None = None) -> list[np.ndarray]:
         """Embeddings (``256 x 64 x 64`` float32 each) of normalised images (``3 x 1024 x 1024``
         each): read from disk where present, else encoded and stored. The encoder takes one image
         at a time, so an entry does not depend on which images shared its batch (on a GPU a batch
-        of two rounds differently from two batches of one)."""
-        keys = [self.key(pixels) for pixels in images]
+        of two rounds differently from two batches of one). ``keys``: the images' :meth:`key`
+        where the caller has them already."""
+        keys = keys or [self.key(pixels) for pixels in images]
         found: dict[str, np.ndarray | None] = {key: self.load(key) for key in dict.fromkeys(keys)}
         self.stats.hits += sum(1 for key in keys if found[key] is not None)
         missing = [key for key, value in found.items() if value is None]

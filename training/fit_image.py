@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 
-from .options import add_objective_options, build_model, file_error, say
+from .options import add_objective_options, build_model, file_error
 
 
 def add_arguments(parser) -> None:
@@ -72,6 +72,8 @@ def run(args) -> int:
     check_out(args.out)
     if args.cache is not None:
         check_out(args.cache)
+    from s3pot.runtime.cli.common import say
+
     emit = say("fit-image")
     trained = build_model(args)
     prepared = prepare_inputs(args.image, args.reference, args.parsing,

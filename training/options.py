@@ -3,7 +3,6 @@ model they train (SAM weights, an optional starting adapter, what it runs with, 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,26 +71,26 @@ def build_model(args) -> TrainedModel:
     initial weights (and SAM's, with ``--random-weights``)."""
     from s3pot.core.errors import require
     from s3pot.core.spec import resolve_context
+    from s3pot.runtime.backends import ModelSpec
     from s3pot.runtime.cli.common import check_model_files, parse_face_set
 
     require("torch", TRAIN_EXTRA)
     require("matplotlib", TRAIN_EXTRA)
-    from s3pot.models import build_s3pot, get_variant
+    from s3pot.runtime.backends.torch.loader import load_model
     from s3pot.runtime.backends.torch.runner import resolve_device
 
-    variant = args.variant or "vit_b"
     check_model_files(args)
     device = resolve_device(args.device)
-    model = build_s3pot(variant, checkpoint=args.checkpoint, adapter=args.adapter,
-                        random_weights=args.random_weights, seed=args.seed)
+    model, context = load_model(ModelSpec(variant=args.variant, checkpoint=args.checkpoint,
+                                          adapter=args.adapter, random_weights=args.random_weights,
+                                          seed=args.seed))
     normalization, face_set = resolve_context(args.normalization, parse_face_set(args.face_set),
-                                              model.trained_context,
-                                              get_variant(variant).normalization)
+                                              context.trained, context.normalization)
     weights = ({"checkpoint": str(args.checkpoint)} if args.checkpoint is not None
                else {"random_weights": True, "seed": args.seed})
     if args.adapter is not None:
         weights["initial_adapter"] = str(args.adapter)
-    return TrainedModel(model=model, variant=variant, normalization=normalization,
+    return TrainedModel(model=model, variant=context.variant, normalization=normalization,
                         face_set=tuple(face_set), device=device, weights=weights)
 
 
@@ -103,8 +102,3 @@ def export_hint(trained: TrainedModel, adapter: Path) -> str:
     return (f"s3pot export --variant {trained.variant} {source} --adapter {adapter} "
             "--out EXPORT_DIR")
 
-
-def say(tool: str):
-    def emit(message: str) -> None:
-        print(f"s3pot {tool}: {message}", file=sys.stderr, flush=True)
-    return emit

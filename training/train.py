@@ -20,7 +20,7 @@ from pathlib import Path
 
 from s3pot.core.errors import S3potInputError
 
-from .options import add_objective_options, build_model, export_hint, file_error, say
+from .options import add_objective_options, build_model, export_hint, file_error
 
 
 def add_arguments(parser) -> None:
@@ -85,6 +85,8 @@ def run(args) -> int:
         if root is not None and not root.is_dir():
             raise S3potInputError(f"{what} '{root}': expected a dataset folder, got "
                                   f"{'a file' if root.exists() else 'no such folder'}")
+    from s3pot.runtime.cli.common import say
+
     emit = say("train")
     trained = build_model(args)
     trainer = Trainer(trained.model, variant=trained.variant, normalization=trained.normalization,

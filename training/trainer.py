@@ -17,6 +17,7 @@ resumes therefore ends with the weights of an uninterrupted run, bit for bit.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -34,9 +35,9 @@ from s3pot.core.errors import CheckpointError, S3potError, S3potInputError
 from s3pot.models.checkpoint import read_state_dict, save_adapter
 from s3pot.models.losses import ALPHA, LAMBDA
 from s3pot.runtime.metrics import score, summarize
-from s3pot.runtime.preprocess import postprocess_logits, prepare_inputs
+from s3pot.runtime.preprocess import postprocess_logits
 
-from .data import SampleSet, TrainSample, load_sample_set
+from .data import SampleSet, TrainSample, load_sample_set, prepare_sample
 from .embeddings import EmbeddingCache
 from .options import check_settings
 from .steps import carries_fe, make_trainable, sample_loss, torch_runner
@@ -118,30 +119,27 @@ class Trainer:
             loaded.append(load_sample_set(
                 root, self.cache, self.runner, normalization=self.normalization,
                 face_set=self.face_set, selector=self.selector, what=what,
-                progress=self._bar(f"encoding {what[2:]}", "sample")))
+                progress=functools.partial(self._bar, f"encoding {what[2:]}")))
         self.train_set = loaded[0]
         self.val_set = loaded[1] if len(loaded) > 1 else None
         steps = self.config.epochs * math.ceil(len(self.train_set) / self.config.batch)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=steps)
         self.prepare_seconds = time.perf_counter() - start
 
-    def _bar(self, desc: str, unit: str, total: int | None = None):
+    def _bar(self, desc: str, items=None, *, total: int | None = None):
+        """A progress bar over samples on stderr (off unless ``progress``)."""
         from tqdm import tqdm
 
-        def wrap(items=None):
-            return tqdm(items, total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
-                        disable=not self.progress)
-        return wrap
+        return tqdm(items, total=total, desc=desc, unit="sample", file=sys.stderr, leave=False,
+                    disable=not self.progress)
 
     def embedding(self, sample: TrainSample) -> torch.Tensor:
         """The image's ``256 x 64 x 64`` embedding on the device (re-encoded if its cache entry
         went missing during the run)."""
         array = self.cache.load(sample.image_key)
         if array is None:
-            files = sample.files
-            prepared = prepare_inputs(files.image, files.reference, files.parsing,
-                                      normalization=self.normalization, face_set=self.face_set)
-            array = self.cache.fetch([prepared.pixels[0]])[0]
+            prepared = prepare_sample(sample.files, self.normalization, self.face_set)
+            array = self.cache.fetch([prepared.pixels[0]], [sample.image_key])[0]
         return torch.from_numpy(array).to(self.device)
 
     # -- one epoch -----------------------------------------------------------------------------
@@ -151,8 +149,7 @@ class Trainer:
         samples = self.train_set.samples
         order = np.random.default_rng([self.config.seed, epoch]).permutation(len(samples))
         rows = []
-        bar = self._bar(f"epoch {epoch}/{self.config.epochs}", "sample", total=len(samples))()
-        with bar:
+        with self._bar(f"epoch {epoch}/{self.config.epochs}", total=len(samples)) as bar:
             for begin in range(0, len(order), self.config.batch):
                 batch = order[begin:begin + self.config.batch]
                 self.optimizer.zero_grad(set_to_none=True)

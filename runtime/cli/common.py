@@ -13,15 +13,24 @@ EXIT_USER_ERROR = 2
 EXIT_SAMPLES_FAILED = 1
 
 
+def say(tool: str):
+    """A function printing ``s3pot TOOL: message`` lines on stderr (progress of long work)."""
+    import sys
+
+    def emit(message: str) -> None:
+        print(f"s3pot {tool}: {message}", file=sys.stderr, flush=True)
+    return emit
+
+
 def variant_names() -> list[str]:
     """The registry's variants; the registry module itself needs no torch to be read."""
     from s3pot.models.registry import VARIANTS
     return list(VARIANTS)
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True,
-                      selector: bool = True,
-                      seed_help: str = "seed of --random-weights (default: 0)") -> argparse._ArgumentGroup:
+def add_model_options(parser: argparse.ArgumentParser, *, device: bool = True, selector: bool = True,
+                      seed_help: str = "seed of --random-weights (default: 0)"
+                      ) -> argparse._ArgumentGroup:
     """The options that pick and load a model: variant, weights, adapter, normalisation, face set."""
     from s3pot.kernels.selection import AUTO_BACKEND, SELECTION_BACKENDS
 

@@ -8,10 +8,9 @@ export leaves nothing behind. `s3pot build --model DIR` turns the folder into Te
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from .common import add_model_options, check_model_files, parse_face_set
+from .common import add_model_options, check_model_files, parse_face_set, say
 
 
 #: What export needs beyond the base install.
@@ -58,11 +57,8 @@ def run(args) -> int:
         verify=not args.no_verify, overwrite=args.overwrite, stages=tuple(args.stages))
     check_model_files(args)  # export_folder checks the rest before it builds the model
 
-    def say(message: str) -> None:
-        print(f"s3pot export: {message}", file=sys.stderr, flush=True)
-
     try:
-        manifest = export_folder(request, args.out, progress=say)
+        manifest = export_folder(request, args.out, progress=say("export"))
     except OSError as exc:  # no space, no permission, a file where a folder should be
         from s3pot.core.errors import S3potInputError
         raise S3potInputError(f"--out '{args.out}': could not write the export ({exc})") from None

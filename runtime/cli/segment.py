@@ -65,7 +65,7 @@ def _say_if_compiling(selector: str, tool: str = "segment") -> None:
 
 
 def write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, weights: str,
-                   random_weights: bool) -> list[Path]:
+                  random_weights: bool) -> list[Path]:
     """Every output of one sample: all computed first, each file written atomically, and the
     files already written removed again if a later one fails (no partial set)."""
     from s3pot.runtime.io import load_image, save_image, save_mask_png, write_text_atomic
@@ -177,7 +177,7 @@ def _segment_all(args, pipeline, samples, decoded) -> int:
         try:
             seg = pipeline.segment(*(decoded or (sample.image, sample.reference, sample.parsing)))
             write_outputs(args.out, sample.name, seg, sample.image, args.save_vis, weights,
-                           args.random_weights)
+                          args.random_weights)
         except S3potInputError as exc:
             if not batch:
                 raise
