@@ -1,13 +1,14 @@
 """Install s3pot-rt: the repository's top-level folders become one import namespace, ``s3pot``.
 
-``core/ export/ runtime/ kernels/ models/ benchmarks/ training/`` install as ``s3pot.core``,
-``s3pot.export``, ``s3pot.runtime``, ``s3pot.kernels``, ``s3pot.models``, ``s3pot.benchmarks`` (with
-the sample face ``s3pot bench`` runs on) and ``s3pot.training``; ``s3pot`` itself is a namespace
-package, so nothing generic lands at the top of site-packages.
+``core/ export/ runtime/ kernels/ models/ benchmarks/ training/ frontend/`` install as
+``s3pot.core``, ``s3pot.export``, ``s3pot.runtime``, ``s3pot.kernels``, ``s3pot.models``,
+``s3pot.benchmarks`` (with the sample face ``s3pot bench`` runs on), ``s3pot.training`` and
+``s3pot.frontend`` (with MediaPipe's face models); ``s3pot`` itself is a namespace package, so
+nothing generic lands at the top of site-packages.
 """
 from setuptools import find_packages, setup
 
-FOLDERS = ("core", "export", "runtime", "kernels", "models", "benchmarks", "training")
+FOLDERS = ("core", "export", "runtime", "kernels", "models", "benchmarks", "training", "frontend")
 
 setup(
     name="s3pot-rt",
@@ -20,7 +21,8 @@ setup(
     packages=[f"s3pot.{folder}{'.' + sub if sub else ''}"
               for folder in FOLDERS for sub in ["", *find_packages(folder)]],
     package_dir={f"s3pot.{folder}": folder for folder in FOLDERS},
-    package_data={"s3pot.benchmarks": ["data/*.jpg", "data/*.png", "data/*.npy", "data/*.md"]},
+    package_data={"s3pot.benchmarks": ["data/*.jpg", "data/*.png", "data/*.npy", "data/*.md"],
+                  "s3pot.frontend": ["models/*.tflite", "models/*.md"]},
     # The base install runs exported graphs (s3pot segment --backend onnxruntime --model DIR):
     # no torch, no onnx. Each extra adds one job's packages.
     install_requires=[
@@ -45,6 +47,9 @@ setup(
                  "polygraphy>=0.49"],
         # Training (s3pot train, s3pot fit-image) beside the torch extra: the training curve.
         "train": ["matplotlib>=3.7"],
+        # The front end (s3pot prepare, s3pot segment --video): MediaPipe's face models, shipped in
+        # s3pot.frontend, run by Google's LiteRT.
+        "face": ["ai-edge-litert>=1.2"],
         # OpenVINO runs the exported graphs on the CPU, FP32 or BF16 (--backend openvino).
         "openvino": ["openvino>=2025.0"],
         # Benchmarks: charts, OpenVINO beside ONNX Runtime, onnxslim beside onnxsim.

@@ -17,8 +17,9 @@ from s3pot.core.errors import S3potError
 
 from .common import EXIT_SAMPLES_FAILED, EXIT_USER_ERROR
 
-#: subcommand -> its module under s3pot.runtime.cli (or a full module path: benchmarks, training)
+#: subcommand -> its module under s3pot.runtime.cli (or a full module path: front end, benchmarks, training)
 TOOLS = {
+    "prepare": "s3pot.frontend.prepare",
     "segment": "segment",
     "export": "export",
     "build": "build",

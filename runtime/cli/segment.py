@@ -3,7 +3,14 @@
 One sample with --image, --reference and --parsing, or every sample of --input-dir (the
 authors' README layout NAME.jpg / NAME_ref.png / NAME_parsing_mask.npy, or their dataset
 layout of one numbered folder per sample). Outputs go under --out: NAME_occlusion.png,
-NAME_visible_face.png, NAME_prompts.json and, with --save-vis, NAME_vis.jpg.
+NAME_visible_face.png, NAME_prompts.json and, with --save-vis, NAME_vis.jpg. A crop written by
+`s3pot prepare` (NAME_align.json beside it) also gets its masks pasted back into the original
+photo: NAME_source_occlusion.png, NAME_source_visible_face.png (and NAME_source_vis.jpg).
+
+Video (the face extra): --video IN with --reference PHOTO (a clean photo of the person), or
+--reference REF --parsing LABELS (an aligned reference), or --generator G.onnx. Every frame's
+face is found and aligned, the reference is encoded once, and NAME_mask.mp4, NAME_overlay.mp4 and
+NAME_video.json are written; frames without a face pass through.
 """
 from __future__ import annotations
 
@@ -26,10 +33,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--reference", type=Path, help="the occlusion-free reference of the same face")
     parser.add_argument("--parsing", type=Path, help="the reference's parsing labels (.npy or label PNG)")
     parser.add_argument("--input-dir", type=Path, help="a folder of samples (either SPEC layout)")
+    parser.add_argument("--video", type=Path, help="a video whose face is segmented frame by frame")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--save-vis", action="store_true", help="also write an overlay with the prompts")
     add_model_options(parser)
     add_backend_options(parser)
+    from s3pot.frontend.options import add_face_options
+
+    add_face_options(parser, reference=False)
 
 
 def build_pipeline(args, tool: str = "segment"):
@@ -65,7 +76,7 @@ def _say_if_compiling(selector: str, tool: str = "segment") -> None:
 
 
 def write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, weights: str,
-                  random_weights: bool) -> list[Path]:
+                  random_weights: bool, paste_back: bool = True) -> list[Path]:
     """Every output of one sample: all computed first, each file written atomically, and the
     files already written removed again if a later one fails (no partial set)."""
     from s3pot.runtime.io import load_image, save_image, save_mask_png, write_text_atomic
@@ -90,6 +101,9 @@ def write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, w
                (f"{name}_prompts.json", write_text_atomic, json.dumps(summary, indent=1))]
     if vis is not None:
         writers.append((f"{name}_vis.jpg", save_image, vis))
+    if paste_back:
+        writers += [(name + suffix, write, content)
+                    for suffix, write, content in pasted_back(image_path, seg, save_vis)]
     written: list[Path] = []
     try:
         for filename, write, content in writers:
@@ -146,6 +160,11 @@ def _check_inputs(args, samples) -> list | None:
 def run(args) -> int:
     from s3pot.runtime.datasets import Sample, find_samples
 
+    if args.video is not None:
+        return run_video(args)
+    if args.generator is not None:
+        raise S3potInputError("--generator: expected it with --video (for photos, make the "
+                              "references with `s3pot prepare --generator`), got no --video")
     single = [args.image, args.reference, args.parsing]
     if args.input_dir is not None and any(v is not None for v in single):
         raise S3potInputError("inputs: expected either --input-dir or --image/--reference/--parsing, got both")
@@ -165,6 +184,71 @@ def run(args) -> int:
         return _segment_all(args, pipeline, samples, decoded)
     finally:
         pipeline.close()  # engines and sessions freed in order, not at interpreter exit
+
+
+def run_video(args) -> int:
+    """``--video``: the front end finds each frame's face; see :mod:`s3pot.frontend.video`."""
+    from s3pot.frontend.options import build_finder, build_reference, check_face_options
+    from s3pot.frontend.video import open_video, segment_video
+    from s3pot.runtime.io import write_text_atomic
+
+    if args.image is not None or args.input_dir is not None:
+        raise S3potInputError("inputs: expected --video alone, got it with --image or --input-dir")
+    if args.reference is None and args.generator is None:
+        raise S3potInputError("--video: expected --reference PHOTO (a clean photo of the person), "
+                              "--reference REF --parsing LABELS or --generator G.onnx, got none")
+    check_face_options(args)
+    open_video(args.video).release()
+    check_out(args.out)
+    check_model_files(args)
+    finder = build_finder(args)
+    source = build_reference(args, finder)
+    pipeline = build_pipeline(args)
+    weights = weights_label(args)
+    try:
+        report = segment_video(pipeline, finder, source, args.video, args.out,
+                               progress=lambda frames, total: _progress(frames, True, total, "frame"),
+                               stamp_text="RANDOM WEIGHTS" if args.random_weights else None)
+    finally:
+        pipeline.close()
+    summary = {**report.as_dict(), "weights": weights, "model": pipeline.runner.describe()}
+    write_text_atomic(args.out / f"{args.video.stem}_video.json", json.dumps(summary, indent=1))
+    skipped = len(report.frames_without_face) + len(report.frames_failed)
+    print(f"{args.video.name}: {report.frames} frames at {report.fps:.2f} frames/s, "
+          f"{report.frames - skipped} segmented, {len(report.frames_without_face)} without a face; "
+          f"reference encoded {report.references_encoded}x -> {args.out}")
+    for index, message in report.frames_failed.items():
+        print(f"s3pot: warning: frame {index}: {message}", file=sys.stderr)
+    print(f"s3pot segment: {pipeline.runner.context.variant} on {pipeline.runner.describe()}; "
+          f"weights: {weights}", file=sys.stderr)
+    return 0
+
+
+def pasted_back(image_path: Path, seg, save_vis: bool) -> list:
+    """Writers of a ``s3pot prepare`` crop's masks in its original photo (none for other images):
+    ``(file suffix, writer, content)``."""
+    from s3pot.frontend.align import read_sidecar, sidecar_path
+    from s3pot.runtime.io import load_image, save_image, save_mask_png
+    from s3pot.runtime.visualize import overlay
+
+    sidecar = sidecar_path(image_path)
+    if not sidecar.is_file():
+        return []
+    alignment, record = read_sidecar(sidecar)
+    if seg.input_size != (alignment.size, alignment.size):
+        log.warning("%s: not pasted back (the crop is %s, its alignment %d x %d)", image_path,
+                    seg.input_size, alignment.size, alignment.size)
+        return []
+    occlusion, visible = alignment.paste_mask(seg.occlusion), alignment.paste_mask(seg.visible_face)
+    writers = [("_source_occlusion.png", save_mask_png, occlusion),
+               ("_source_visible_face.png", save_mask_png, visible)]
+    source = Path(record.get("source", ""))
+    if save_vis and source.is_file():
+        photo = load_image(source)
+        if photo.shape[:2] == alignment.source_size:
+            writers.append(("_source_vis.jpg", save_image,
+                            overlay(photo, occlusion, face_region=occlusion | visible)))
+    return writers
 
 
 def _segment_all(args, pipeline, samples, decoded) -> int:
@@ -205,8 +289,8 @@ def _segment_all(args, pipeline, samples, decoded) -> int:
     return EXIT_SAMPLES_FAILED if failures else 0
 
 
-def _progress(items, enabled: bool):
+def _progress(items, enabled: bool, total: int | None = None, unit: str = "sample"):
     if not enabled:
         return items
     from tqdm import tqdm
-    return tqdm(items, unit="sample", file=sys.stderr)
+    return tqdm(items, total=total, unit=unit, file=sys.stderr)

@@ -1,0 +1,145 @@
+"""Find, align and parse the faces of photos: the runtime's inputs, ready for `s3pot segment`.
+
+Each face becomes a sample in the authors' README layout under --out: NAME.png (the FFHQ-aligned
+crop), NAME_parsing_mask.npy (12-class labels drawn from the face mesh), NAME_ref.png (with a
+reference) and NAME_align.json (the crop's transform, for paste-back). NAME is the photo's name,
+with _face1, _face2, ... when a photo shows several faces (largest first). Then
+
+    s3pot segment --input-dir OUT --out RESULTS ...
+
+segments every face and also writes its masks pasted back into the original photo.
+
+References: --reference PHOTO (a clean photo of the same person, aligned to each face by its
+landmarks), --reference REF --parsing LABELS (made elsewhere), or --generator G.onnx (your face
+generator). Without one, the crops and their landmark parsing are written for you to add
+NAME_ref.png (and replace the parsing with the reference's, if it differs).
+
+The parsing covers skin, eyebrows, eyes, nose, lips and mouth; the mesh has no points on hair,
+ears, neck or glasses, so those labels are never drawn.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from s3pot.core.errors import S3potInputError
+from s3pot.runtime.cli.common import EXIT_SAMPLES_FAILED
+
+from .options import add_face_options, build_finder, build_reference, check_face_options
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("photos", type=Path, nargs="+", metavar="PHOTO", help="photos (JPEG/PNG)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--largest-only", action="store_true",
+                        help="only the largest face of each photo (default: every face)")
+    parser.add_argument("--device", default="auto",
+                        help="where --generator runs: auto, cpu, cuda or cuda:N (default: auto)")
+    add_face_options(parser, reference=True)
+
+
+def sample_names(stem: str, count: int) -> list[str]:
+    return [stem] if count == 1 else [f"{stem}_face{k + 1}" for k in range(count)]
+
+
+def prepare_photo(path: Path, finder, reference, *, largest_only: bool = False) -> dict[str, dict]:
+    """Every output of one photo, computed, not written: sample name -> {file name -> bytes}."""
+    from s3pot.runtime.io import load_image
+
+    from .align import SIDECAR_SUFFIX
+    from .faces import NoFaceError
+
+    rgb = load_image(path)
+    faces = finder.find(rgb)
+    if not faces:
+        raise NoFaceError(f"photo '{path}': expected a face, got none found ({rgb.shape[1]}x"
+                          f"{rgb.shape[0]} pixels; try a lower "
+                          f"--min-score)")
+    faces = faces[:1] if largest_only else faces
+    samples = {}
+    for k, (name, face) in enumerate(zip(sample_names(path.stem, len(faces)), faces)):
+        files = {f"{name}.png": _png(face.crop(rgb))}
+        labels = face.parsing()
+        if reference is not None:
+            ref_rgb, labels = reference.for_face(rgb, face)
+            files[f"{name}_ref.png"] = _png(ref_rgb)
+        files[f"{name}_parsing_mask.npy"] = _npy(labels)
+        record = face.alignment.to_json(source=str(path.resolve()), face=k + 1, faces=len(faces),
+                                        score=round(face.detection.score, 4),
+                                        reference=reference.describe() if reference else None)
+        files[f"{name}{SIDECAR_SUFFIX}"] = json.dumps(record, indent=1).encode()
+        samples[name] = files
+    return samples
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise S3potInputError(f"crop: OpenCV could not encode {rgb.shape} as PNG")
+    return data.tobytes()
+
+
+def _npy(labels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(labels, dtype=np.uint8), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_sample(out: Path, files: dict[str, bytes]) -> None:
+    """One sample's files, each atomically; none of them left if one fails."""
+    from s3pot.core.atomic import write_bytes_atomic
+
+    written = []
+    try:
+        for name, data in files.items():
+            written.append(write_bytes_atomic(out / name, data))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def run(args) -> int:
+    from s3pot.runtime.cli.segment import check_out
+    from s3pot.runtime.io import check_file
+
+    check_face_options(args)
+    for path in args.photos:
+        check_file(path, "photo")
+    check_out(args.out)
+    finder = build_finder(args)
+    reference = build_reference(args, finder)
+    failures, count = [], 0
+    single = len(args.photos) == 1
+    for path in args.photos:
+        try:
+            samples = prepare_photo(path, finder, reference, largest_only=args.largest_only)
+        except S3potInputError as exc:
+            if single:
+                raise
+            failures.append(str(exc))
+            continue
+        try:
+            for files in samples.values():
+                write_sample(args.out, files)
+        except OSError as exc:
+            raise S3potInputError(f"--out '{args.out}': could not write ({exc})") from None
+        count += len(samples)
+        print(f"{path.name}: {len(samples)} face{'s' if len(samples) > 1 else ''} -> "
+              + ", ".join(samples))
+    for message in failures:
+        print(f"s3pot: error: {message}", file=sys.stderr)
+    if count:
+        print(f"{count} aligned face{'s' if count > 1 else ''} in {args.out}"
+              + ("" if reference else " (no reference: add NAME_ref.png to each before "
+                 "`s3pot segment --input-dir`)"))
+    return EXIT_SAMPLES_FAILED if failures else 0
