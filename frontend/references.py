@@ -4,8 +4,8 @@ A :class:`ReferenceSource` gives, for a face found in a photo, the reference cro
 mask in that face's aligned frame (``size x size``):
 
 - :class:`PhotoReference`: a clean photo of the same person (an enrolment photo, an earlier video
-  frame), aligned to the target by the two faces' landmarks; its parsing is drawn from its own
-  landmarks. The production case.
+  frame), aligned to the target by the two faces' landmarks and then by intensity (ECC) over the
+  face; its parsing is drawn from its own landmarks. The production case.
 - :class:`GeneratorReference`: the user's own face generator exported to ONNX (the paper's
   E4S-style model, which repaints the face from the image and its parsing), run by ONNX Runtime
   on the same devices as the pipeline's stages.
@@ -34,6 +34,53 @@ log = logging.getLogger(__name__)
 
 #: The generator's pixel range: name -> (scale, offset) with ``value = pixel / 255 * scale + offset``.
 GENERATOR_RANGES = {"-1..1": (2.0, -1.0), "0..1": (1.0, 0.0)}
+
+
+#: Intensity registration of a photo reference (OpenCV's ECC): the side it works at, the face
+#: mask's margin, and the largest correction accepted, as fractions of the crop's side.
+REGISTER_SIZE = 256
+REGISTER_MARGIN = 0.04
+REGISTER_MAX_SHIFT = 0.05
+REGISTER_MAX_SCALE = 0.1
+
+
+def register(target: np.ndarray, moving: np.ndarray, face: np.ndarray) -> np.ndarray | None:
+    """The affine correction (``2 x 3``, target pixels to ``moving`` pixels) that lines ``moving``
+    up with ``target`` over the face, both ``S x S x 3`` crops; None when ECC does not converge or
+    asks for more than a small correction.
+
+    Landmarks alone misplace a reference by 8 to 22 crop pixels (at 1024) when the target's face
+    is partly covered: the mesh bends around the occluder. Measured on obama.jpg with a card over
+    the mouth, the eyes or one side, ECC brings that to 4 to 5 pixels in about 20 ms.
+    """
+    size = target.shape[0]
+    scale = REGISTER_SIZE / size
+    small = [cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (REGISTER_SIZE, REGISTER_SIZE),
+                        interpolation=cv2.INTER_AREA).astype(np.float32) for rgb in (target, moving)]
+    margin = 2 * int(REGISTER_MARGIN * REGISTER_SIZE) + 1
+    mask = cv2.dilate(cv2.resize(face.astype(np.uint8), (REGISTER_SIZE, REGISTER_SIZE),
+                                 interpolation=cv2.INTER_NEAREST), np.ones((margin, margin), np.uint8))
+    warp = np.eye(2, 3, dtype=np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    try:
+        _, warp = cv2.findTransformECC(small[0], small[1], warp, cv2.MOTION_AFFINE, criteria, mask, 5)
+    except cv2.error as exc:  # no convergence: keep the landmarks' fit
+        log.debug("reference registration did not converge: %s", exc)
+        return None
+    warp = warp.astype(np.float64)
+    warp[:, 2] /= scale
+    singular = np.linalg.svd(warp[:, :2], compute_uv=False)
+    if (np.abs(warp[:, 2]).max() > REGISTER_MAX_SHIFT * size
+            or np.abs(singular - 1).max() > REGISTER_MAX_SCALE):
+        log.debug("reference registration rejected: %s", warp.tolist())
+        return None
+    return warp
+
+
+def compose(correction: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` (photo to crop) followed by the inverse of ``correction`` (crop to crop)."""
+    square = lambda m: np.vstack([m, [0.0, 0.0, 1.0]])  # noqa: E731
+    return (np.linalg.inv(square(correction)) @ square(matrix))[:2]
 
 
 class ReferenceSource:
@@ -69,15 +116,18 @@ class PhotoReference(ReferenceSource):
 
     def for_face(self, photo: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray]:
         size = face.alignment.size
-        # Least squares over all 468 landmarks, with LMedS so a few misplaced points (an occluded
-        # mouth on the target) do not pull the fit.
+        # The landmarks give a first fit; LMedS keeps a few misplaced points out of it.
         matrix, _ = cv2.estimateAffinePartial2D(self.face.landmarks.xy.astype(np.float32),
                                                 face.crop_landmarks.astype(np.float32),
                                                 method=cv2.LMEDS)
         if matrix is None:  # degenerate landmarks; the FFHQ frames still line up
             return self.fixed(size)
-        alignment = Alignment(matrix=matrix.astype(np.float64), size=size,
-                              source_size=self.rgb.shape[:2])
+        matrix = matrix.astype(np.float64)
+        first = Alignment(matrix=matrix, size=size, source_size=self.rgb.shape[:2])
+        correction = register(face.crop(photo), first.crop(self.rgb), face.parsing() > 0)
+        if correction is not None:
+            matrix = compose(correction, matrix)
+        alignment = Alignment(matrix=matrix, size=size, source_size=self.rgb.shape[:2])
         return alignment.crop(self.rgb), landmark_parsing(alignment.to_crop(self.face.landmarks.xy),
                                                           (size, size))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("core", "export", "runtime", "kernels", "models", "benchmarks", "training")
+FOLDERS = ("core", "export", "runtime", "kernels", "models", "benchmarks", "training", "frontend")
 
 
 def _run(cmd, **kw):
@@ -41,6 +41,8 @@ def test_wheel_holds_only_the_s3pot_namespace(wheel):
                for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts}
     assert sources and sources <= set(names), sorted(sources - set(names))
     assert "s3pot/__init__.py" not in names  # a namespace package, shareable by future plugins
+    models = {f"s3pot/frontend/models/{p.name}" for p in (ROOT / "frontend" / "models").iterdir()}
+    assert any(m.endswith(".tflite") for m in models) and models <= set(names)
 
 
 def test_fresh_venv_install_imports_from_elsewhere(wheel, tmp_path):
@@ -71,17 +73,17 @@ def test_fresh_venv_install_imports_from_elsewhere(wheel, tmp_path):
 
 
 def test_every_submodule_imports_without_gpu_packages():
-    """tensorrt, pycuda and cuda-python are blocked; every module must still import."""
+    """tensorrt, pycuda, cuda-python and LiteRT are blocked; every module must still import."""
     code = r"""
 import importlib, pkgutil, sys
 class Block:
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('tensorrt', 'pycuda', 'cuda', 'polygraphy'):
+        if name.split('.')[0] in ('tensorrt', 'pycuda', 'cuda', 'polygraphy', 'ai_edge_litert'):
             raise ImportError(f'blocked {name}')
 sys.meta_path.insert(0, Block())
 import s3pot
 failed = []
-for folder in ('core', 'kernels', 'models', 'runtime', 'export', 'benchmarks', 'training'):
+for folder in ('core', 'kernels', 'models', 'runtime', 'export', 'benchmarks', 'training', 'frontend'):
     pkg = importlib.import_module(f's3pot.{folder}')
     for info in pkgutil.walk_packages(pkg.__path__, prefix=f's3pot.{folder}.'):
         try:
@@ -96,8 +98,8 @@ assert not failed
 
 def test_runtime_core_imports_without_torch():
     """The lean runtime: pipeline, preprocessing, I/O, kernels, the ONNX Runtime and TensorRT
-    backends, the TensorRT builder and every CLI tool's module import with torch blocked; the
-    tool that needs torch says what to install."""
+    backends, the TensorRT builder, the front end and every CLI tool's module import with torch
+    blocked; the tool that needs torch says what to install."""
     code = r"""
 import importlib, sys, s3pot.core.errors
 class Block:
@@ -111,6 +113,7 @@ import s3pot.core.io_table, s3pot.core.manifest, s3pot.core.sidecar, s3pot.runti
 import s3pot.export.tensorrt, s3pot.runtime.cli.build
 import s3pot.runtime.backends.base, s3pot.runtime.backends.auto, s3pot.runtime.backends.tensorrt
 import s3pot.models.registry, s3pot.runtime.backends.openvino, s3pot.benchmarks.bench, s3pot.benchmarks.report
+import s3pot.frontend.faces, s3pot.frontend.references, s3pot.frontend.video
 from s3pot.runtime.cli import TOOLS, build_parser, tool_module
 NEED_TORCH = {'export': "'s3pot-rt[torch]'", 'train': "'s3pot-rt[torch,train]'",
               'fit-image': "'s3pot-rt[torch,train]'"}  # their options come from torch modules

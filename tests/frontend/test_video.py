@@ -1,0 +1,84 @@
+"""`s3pot segment --video`: a short clip made from a real photo, the reference encoded once."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from helpers import FACES
+
+from s3pot.runtime.cli import EXIT_USER_ERROR, main
+
+TINY = ["--variant", "tiny", "--random-weights", "--device", "cpu"]
+FRAMES, SIDE, BLANK = 7, 288, 5  # frame BLANK shows no face
+
+
+def _clip(path):
+    """A crop moving over obama.jpg, a green card over the mouth in frames 2-4, a grey frame."""
+    photo = cv2.imread(str(FACES / "obama.jpg"))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (SIDE, SIDE))
+    for index in range(FRAMES):
+        x, y = 290 + 10 * index, 90 + 5 * index
+        frame = cv2.resize(photo[y:y + 400, x:x + 400], (SIDE, SIDE), interpolation=cv2.INTER_AREA)
+        if 2 <= index <= 4:
+            cv2.rectangle(frame, (110, 180), (210, 240), (40, 160, 40), -1)
+        if index == BLANK:
+            frame[:] = 128
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _frames(path):
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return _clip(tmp_path_factory.mktemp("video") / "clip.mp4")
+
+
+def test_video_segmented_with_one_reference_encoding(clip, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", "--video", str(clip), "--reference", str(FACES / "obama.jpg"),
+                 "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr()
+    assert f"clip.mp4: {FRAMES} frames at" in printed.out and "reference encoded 1x" in printed.out
+    assert "frame/s" in printed.err  # the progress bar
+    report = json.loads((out / "clip_video.json").read_text())
+    assert report["frames"] == FRAMES and report["size"] == [SIDE, SIDE]
+    assert report["frames_without_face"] == [BLANK] and report["frames_failed"] == {}
+    assert report["references_encoded"] == 1 and report["reference_cache_hits"] == FRAMES - 2
+    assert report["fps"] > 0
+    masks, overlays = _frames(out / "clip_mask.mp4"), _frames(out / "clip_overlay.mp4")
+    assert len(masks) == len(overlays) == FRAMES
+    assert all(frame.shape == (SIDE, SIDE, 3) for frame in masks + overlays)
+    assert masks[BLANK].max() < 30  # no face: an empty mask ...
+    original = _frames(clip)[BLANK]
+    assert np.abs(overlays[BLANK].astype(int) - original).mean() < 4  # ... and the frame itself
+    assert sorted(p.name for p in out.iterdir()) == ["clip_mask.mp4", "clip_overlay.mp4", "clip_video.json"]
+
+
+def test_video_errors_are_one_line_and_write_nothing(clip, tmp_path, capsys):
+    out = tmp_path / "out"
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 2048)
+    for argv, message in (
+            (["--video", str(clip)], "--video: expected --reference PHOTO"),
+            (["--video", str(broken), "--reference", str(FACES / "obama.jpg")],
+             f"video '{broken}': expected a video OpenCV can read"),
+            (["--video", str(clip), "--image", str(FACES / "obama.jpg"), "--reference",
+              str(FACES / "obama.jpg")], "expected --video alone"),
+            (["--image", str(FACES / "obama.jpg"), "--generator", str(clip)],
+             "--generator: expected it with --video")):
+        assert main(["segment", *argv, "--out", str(out), *TINY]) == EXIT_USER_ERROR
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not out.exists()
