@@ -61,14 +61,17 @@ def anchor_centers(input_size: int, strides, per_cell) -> np.ndarray:
 
 
 def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``rgb`` scaled to fit ``size x size`` and centred on black, and the ``2 x 3`` matrix that
-    took image pixels there."""
+    """``rgb`` scaled to fit ``size x size`` (pixel averaging when it shrinks, so a large photo does
+    not alias) and centred on black, and the ``2 x 3`` matrix that took image pixels there."""
     height, width = rgb.shape[:2]
     scale = size / max(height, width)
-    matrix = np.array([[scale, 0, (size - scale * width) / 2],
-                       [0, scale, (size - scale * height) / 2]], dtype=np.float64)
-    boxed = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = cv2.resize(rgb, (new_w, new_h),
+                         interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    left, top = (size - new_w) // 2, (size - new_h) // 2
+    boxed = cv2.copyMakeBorder(resized, top, size - new_h - top, left, size - new_w - left,
+                               cv2.BORDER_CONSTANT, value=0)
+    matrix = np.array([[new_w / width, 0, left], [0, new_h / height, top]], dtype=np.float64)
     return boxed, matrix
 
 
@@ -132,7 +135,7 @@ class FaceDetector:
 
 def _unbox(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Letterbox pixels back to image pixels (``N x 2``)."""
-    return (points - matrix[:, 2]) / matrix[0, 0]
+    return (points - matrix[:, 2]) / np.diag(matrix[:, :2])
 
 
 class FallbackDetector:

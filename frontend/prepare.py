@@ -115,6 +115,13 @@ def run(args) -> int:
     check_face_options(args)
     for path in args.photos:
         check_file(path, "photo")
+    stems: dict[str, list[Path]] = {}
+    for path in args.photos:
+        stems.setdefault(path.stem, []).append(path)
+    clashes = [paths for paths in stems.values() if len(paths) > 1]
+    if clashes:
+        raise S3potInputError("photos: expected distinct names (each names its samples), got "
+                              + "; ".join(" and ".join(f"'{p}'" for p in paths) for paths in clashes))
     check_out(args.out)
     finder = build_finder(args)
     reference = build_reference(args, finder)

@@ -4,8 +4,9 @@ reference, the masks pasted back, and a mask video and an overlay video written.
 The reference is made once (a clean photo in the canonical FFHQ frame, or files) and every frame
 is aligned to that frame too, so the pipeline's reference cache holds its embedding and the
 encoder runs once per frame instead of twice. A generator's reference depends on the frame, so
-with one the reference is made and encoded per frame. A frame without a face is counted, written
-unchanged to the overlay (and empty to the mask video), and the run goes on.
+with one the reference is made and encoded per frame. A frame without a face (or with one too small to cover a
+token) is counted, written unchanged to the overlay (and empty to the mask video), and the run goes
+on; any other error stops the run with nothing written.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from s3pot.core.errors import S3potInputError
+from s3pot.core.errors import NoFaceTokensError, S3potInputError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class _Writers:
     def __init__(self, out: Path, name: str, fps: float, size: tuple[int, int]) -> None:
         self.final = [out / f"{name}_mask.mp4", out / f"{name}_overlay.mp4"]
         self.partial = [path.with_name(f".{path.stem}.partial.mp4") for path in self.final]
+        self.created = None if out.exists() else out  # removed again if the run fails
         out.mkdir(parents=True, exist_ok=True)
         fourcc = cv2.VideoWriter_fourcc(*FOURCC)
         self.writers = [cv2.VideoWriter(str(path), fourcc, fps, size) for path in self.partial]
@@ -92,6 +94,8 @@ class _Writers:
             writer.release()
         for path in self.partial:
             path.unlink(missing_ok=True)
+        if self.created is not None and not any(self.created.iterdir()):
+            self.created.rmdir()
 
 
 def segment_frame(pipeline, finder, source, fixed, rgb: np.ndarray):
@@ -128,7 +132,7 @@ def segment_video(pipeline, finder, source, video: Path, out: Path, *, name: str
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             try:
                 masks = segment_frame(pipeline, finder, source, fixed, rgb)
-            except S3potInputError as exc:  # one bad frame (no face tokens, ...) is not fatal
+            except NoFaceTokensError as exc:  # a face too small for one token is not fatal
                 report.frames_failed[index] = str(exc)
                 masks = None
             if masks is None:

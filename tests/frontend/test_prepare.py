@@ -107,3 +107,12 @@ def test_without_the_face_extra_the_install_command_is_named(tmp_path, capsys, m
     assert main(["prepare", str(FACES / "obama.jpg"), "--out", str(out)]) == EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert 'pip install "s3pot-rt[face]"' in err and "Traceback" not in err and not out.exists()
+
+
+def test_photos_with_the_same_name_are_refused(tmp_path, capsys):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "obama.jpg").write_bytes((FACES / "obama.jpg").read_bytes())
+    out = tmp_path / "out"
+    assert main(["prepare", str(FACES / "obama.jpg"), str(other / "obama.jpg"), "--out", str(out)]) == EXIT_USER_ERROR
+    assert "photos: expected distinct names" in capsys.readouterr().err and not out.exists()

@@ -82,3 +82,24 @@ def test_video_errors_are_one_line_and_write_nothing(clip, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_failing_generator_stops_the_video_with_nothing_written(clip, tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"])
+    parsing = helper.make_tensor_value_info("parsing", TensorProto.INT64, [1, "H", "W"])
+    out_info = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, "H", "W"])
+    nan = helper.make_tensor("nan", TensorProto.FLOAT, [], [float("nan")])
+    graph = helper.make_graph([helper.make_node("Mul", ["image", "nan"], ["out"])], "g",
+                              [image, parsing], [out_info], [nan])
+    generator = tmp_path / "nan.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(generator))
+    out = tmp_path / "out"
+    assert main(["segment", "--video", str(clip), "--generator", str(generator), "--out", str(out),
+                 *TINY]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert "with NaN or infinite values" in err and "Traceback" not in err
+    assert not out.exists()
