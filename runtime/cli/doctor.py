@@ -1,5 +1,5 @@
 """Say what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime providers, PyTorch, Numba's
-kernel cache, and with --model the state of an export folder and its engines, in one table.
+kernel cache, the front end's LiteRT, and with --model the state of an export folder and its engines, in one table.
 
 Nothing heavy is loaded to answer: versions come from package metadata, the GPU from cuda-python
 or nvidia-smi, engines are judged by their sidecars (never deserialised). Exits 1 when --model
@@ -77,6 +77,15 @@ def _openvino_row(rows: list) -> None:
     from s3pot.runtime.backends.openvino import cpu_precisions
 
     rows.append(("OpenVINO", OK, f"{version}; CPU precisions: {', '.join(cpu_precisions())}"))
+
+
+def _frontend_row(rows: list) -> None:
+    version = _version("ai-edge-litert")
+    if version is None:
+        rows.append(("Front end", WARN, "LiteRT not installed (optional: s3pot prepare, segment "
+                                        "--video): pip install 's3pot-rt[face]'"))
+        return
+    rows.append(("Front end", OK, f"ai-edge-litert {version}: s3pot prepare and segment --video"))
 
 
 def _torch_row(rows: list) -> None:
@@ -163,6 +172,7 @@ def run(args) -> int:
     trt_version = _tensorrt_row(rows)
     _onnxruntime_row(rows)
     _openvino_row(rows)
+    _frontend_row(rows)
     _torch_row(rows)
     _numba_rows(rows)
     runnable = True

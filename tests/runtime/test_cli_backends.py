@@ -134,8 +134,8 @@ def test_unwritable_out_is_found_before_the_model_loads(tiny_export_dir, tmp_pat
 def test_doctor_reports_the_machine_and_an_export_folder(copy, capsys):
     assert main(["doctor", "--model", str(copy)]) == 0
     table = capsys.readouterr().out
-    for row in ("GPU", "TensorRT", "ONNX Runtime", "PyTorch", "Numba kernels", "graphs fp32",
-                "graphs fp16"):
+    for row in ("GPU", "TensorRT", "ONNX Runtime", "Front end", "PyTorch", "Numba kernels",
+                "graphs fp32", "graphs fp16"):
         assert row in table, table
     assert "tiny, four stages verified" in table
     (copy / "sa.onnx").write_bytes(b"changed")
