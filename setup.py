@@ -22,7 +22,7 @@ setup(
               for folder in FOLDERS for sub in ["", *find_packages(folder)]],
     package_dir={f"s3pot.{folder}": folder for folder in FOLDERS},
     package_data={"s3pot.benchmarks": ["data/*.jpg", "data/*.png", "data/*.npy", "data/*.md"],
-                  "s3pot.frontend": ["models/*.tflite", "models/*.md"]},
+                  "s3pot.frontend": ["models/*.tflite", "models/*.md", "models/*.txt"]},
     # The base install runs exported graphs (s3pot segment --backend onnxruntime --model DIR):
     # no torch, no onnx. Each extra adds one job's packages.
     install_requires=[

@@ -64,6 +64,13 @@ class Alignment:
         return cls(matrix=matrix.astype(np.float64), size=int(size),
                    source_size=(int(source_size[0]), int(source_size[1])))
 
+    def resized(self, size: int) -> "Alignment":
+        """The same crop saved at ``size x size``."""
+        if size == self.size:
+            return self
+        factor = size / self.size
+        return Alignment(matrix=self.matrix * factor, size=int(size), source_size=self.source_size)
+
     @property
     def inverse(self) -> np.ndarray:
         """``2 x 3``: crop pixels to photo pixels."""
@@ -79,7 +86,8 @@ class Alignment:
         return xy @ self.matrix[:, :2].T + self.matrix[:, 2]
 
     def crop(self, rgb: np.ndarray) -> np.ndarray:
-        """The aligned ``size x size`` crop of the photo ``rgb``."""
+        """The aligned ``size x size x 3`` crop of the photo ``rgb`` (``H x W x 3`` uint8, the
+        ``source_size`` photo)."""
         if rgb.shape[:2] != self.source_size:
             raise S3potInputError(f"alignment: expected a {self.source_size[1]}x{self.source_size[0]} "
                                   f"photo, got {rgb.shape[1]}x{rgb.shape[0]}")
@@ -125,6 +133,9 @@ class Alignment:
         if matrix.shape != (2, 3) or not np.isfinite(matrix).all() or len(source) != 2:
             raise S3potInputError(f"{name}: expected a finite 2 x 3 matrix and (height, width), got "
                                   f"{matrix.shape} and {source}")
+        if size <= 0 or min(source) <= 0 or abs(np.linalg.det(matrix[:, :2])) < 1e-12:
+            raise S3potInputError(f"{name}: expected positive sizes and an invertible matrix, got "
+                                  f"size {size}, source_size {list(source)}")
         return cls(matrix=matrix, size=size, source_size=source)
 
 

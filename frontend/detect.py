@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .litert import TFLiteModel, model_path
+from s3pot.core.errors import S3potInputError
+
+from .litert import TFLiteModel, model_path, sigmoid
 
 #: name -> (file, anchor strides, anchors per cell for each stride in order). The full-range
 #: model (faces up to about 5 m away, 192 x 192) finds the small faces of group photos that the
@@ -31,7 +33,6 @@ NUM_KEYPOINTS = 6
 RIGHT_EYE, LEFT_EYE = 0, 1
 MIN_SCORE = 0.5  # MediaPipe's threshold for these models
 NMS_IOU = 0.3  # MediaPipe's weighted-NMS overlap threshold
-_SCORE_CLIP = 100.0  # logits are clipped before the sigmoid, as MediaPipe does
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,9 @@ def anchor_centers(input_size: int, strides, per_cell) -> np.ndarray:
 
 
 def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``rgb`` scaled to fit ``size x size`` (pixel averaging when it shrinks, so a large photo does
-    not alias) and centred on black, and the ``2 x 3`` matrix that took image pixels there."""
+    """``rgb`` (``H x W x 3``) scaled to fit ``size x size`` (pixel averaging when it shrinks, so a
+    large photo does not alias) and centred on black, and the ``2 x 3`` matrix that took image
+    pixels there."""
     height, width = rgb.shape[:2]
     scale = size / max(height, width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
@@ -76,6 +78,7 @@ def letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of ``box`` (4) with each of ``boxes`` (``N x 4``, ``x0 y0 x1 y1``): ``N``."""
     x0 = np.maximum(box[0], boxes[:, 0])
     y0 = np.maximum(box[1], boxes[:, 1])
     x1 = np.minimum(box[2], boxes[:, 2])
@@ -87,8 +90,10 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 def weighted_nms(boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
                  iou: float = NMS_IOU) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """MediaPipe's weighted NMS: the best remaining detection takes every one overlapping it by
-    more than ``iou``; their boxes and keypoints are averaged by score, the best one's score kept."""
+    """MediaPipe's weighted NMS over ``boxes`` ``N x 4``, ``keypoints`` ``N x K x 2`` and
+    ``scores`` ``N``: the best remaining detection takes every one overlapping it by more than
+    ``iou``; their boxes and keypoints are averaged by score, the best one's score kept. Returns
+    ``(box 4, keypoints K x 2, score)`` per merged detection, best first."""
     order = np.argsort(-scores, kind="stable")
     merged = []
     while order.size:
@@ -106,6 +111,8 @@ class FaceDetector:
 
     def __init__(self, model: str = "full", *, min_score: float = MIN_SCORE,
                  threads: int | None = None) -> None:
+        if model not in MODELS:
+            raise S3potInputError(f"face detector: expected one of {', '.join(CHOICES)}, got {model!r}")
         filename, strides, per_cell = MODELS[model]
         self.model = TFLiteModel(model_path(filename), threads)
         self.size = self.model.input_size[0]
@@ -116,8 +123,7 @@ class FaceDetector:
         """Every face found, largest first."""
         boxed, matrix = letterbox(rgb, self.size)
         regressors, logits = self.model(boxed.astype(np.float32) / 127.5 - 1.0)  # model range -1..1
-        logits = np.clip(logits.reshape(-1).astype(np.float64), -_SCORE_CLIP, _SCORE_CLIP)
-        scores = 1.0 / (1.0 + np.exp(-logits))
+        scores = sigmoid(logits.reshape(-1))  # A
         keep = scores >= self.min_score
         if not keep.any():
             return []
@@ -155,5 +161,7 @@ class FallbackDetector:
 def create_detector(name: str = DEFAULT_MODEL, *, min_score: float = MIN_SCORE,
                     threads: int | None = None):
     """The detector called ``name`` (one of :data:`CHOICES`)."""
+    if name not in CHOICES:
+        raise S3potInputError(f"face detector: expected one of {', '.join(CHOICES)}, got {name!r}")
     models = ["full", "short"] if name == AUTO else [name]
     return FallbackDetector(models, min_score=min_score, threads=threads)

@@ -16,6 +16,8 @@ from .parsing import landmark_parsing
 
 log = logging.getLogger(__name__)
 
+MIN_CROP = 64  # the smallest aligned crop: one pixel per token of the 64 x 64 grid
+
 
 class NoFaceError(S3potInputError):
     """A photo in which no face was found."""
@@ -50,8 +52,8 @@ class FaceFinder:
 
     def __init__(self, *, size: int = IMAGE_SIZE, detector: str = DEFAULT_MODEL,
                  min_score: float = MIN_SCORE, threads: int | None = None) -> None:
-        if size < 64:
-            raise S3potInputError(f"crop size: expected at least 64 pixels, got {size}")
+        if size < MIN_CROP:
+            raise S3potInputError(f"crop size: expected at least {MIN_CROP} pixels, got {size}")
         self.size = size
         self.detector = create_detector(detector, min_score=min_score, threads=threads)
         self.mesh = FaceMesh(threads=threads)
@@ -59,6 +61,9 @@ class FaceFinder:
     def find(self, rgb: np.ndarray) -> list[Face]:
         """Every face in ``rgb`` (``H x W x 3`` uint8), largest first; faces whose mesh finds no
         face in the detector's crop are dropped."""
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise S3potInputError(f"photo: expected H x W x 3 uint8 RGB, got {rgb.shape} {rgb.dtype}")
         faces = []
         for detection in self.detector(rgb):
             landmarks = self.mesh(rgb, detection)

@@ -8,7 +8,10 @@ runs the same files with neither.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,32 @@ def model_path(name: str) -> Path:
     return path
 
 
+def sigmoid(logits) -> np.ndarray:
+    """The models' scores from their logits, clipped to +-100 first as MediaPipe does."""
+    return 1.0 / (1.0 + np.exp(-np.clip(np.asarray(logits, dtype=np.float64), -100.0, 100.0)))
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence file descriptor 2 for the block: LiteRT's C++ prints "INFO: Created TensorFlow Lite
+    XNNPACK delegate for CPU." when it builds an interpreter, and the CLI keeps stderr for one-line
+    errors and progress. (Process-wide while it lasts: kept to model loading.)"""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (an embedded interpreter): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class TFLiteModel:
     """One ``.tflite`` model with a single ``1 x H x W x 3`` float32 input.
 
@@ -39,8 +68,9 @@ class TFLiteModel:
     def __init__(self, path: Path, threads: int | None = None) -> None:
         interpreter = require("ai_edge_litert.interpreter", INSTALL_HINT)
         self.path = Path(path)
-        self._interpreter = interpreter.Interpreter(model_path=str(self.path), num_threads=threads)
-        self._interpreter.allocate_tensors()
+        with quiet_native_stderr():
+            self._interpreter = interpreter.Interpreter(model_path=str(self.path), num_threads=threads)
+            self._interpreter.allocate_tensors()
         (self._input,) = self._interpreter.get_input_details()
         self._outputs = [d["index"] for d in self._interpreter.get_output_details()]
         log.debug("loaded %s: input %s", self.path.name, self._input["shape"].tolist())

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .detect import LEFT_EYE, RIGHT_EYE, FaceDetection
-from .litert import TFLiteModel, model_path
+from .litert import TFLiteModel, model_path, sigmoid
 
 NUM_LANDMARKS = 468
 MODEL_FILE = "face_landmark.tflite"
@@ -109,8 +109,7 @@ class FaceMesh:
         points = np.empty_like(local)
         points[:, :2] = local[:, :2] @ matrix[:, :2].T + matrix[:, 2]
         points[:, 2] = local[:, 2] * size / self.crop
-        score = 1.0 / (1.0 + np.exp(-float(np.clip(presence.reshape(-1)[0], -100, 100))))
-        return FaceLandmarks(points=points, presence=score)
+        return FaceLandmarks(points=points, presence=float(sigmoid(presence.reshape(-1)[0])))
 
     def __call__(self, rgb: np.ndarray, face: FaceDetection) -> FaceLandmarks:
         """The landmarks of ``face`` in ``rgb`` (``H x W x 3`` uint8)."""

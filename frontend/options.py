@@ -7,21 +7,24 @@ from s3pot.core.errors import S3potInputError
 from s3pot.core.spec import IMAGE_SIZE
 
 from .detect import CHOICES, DEFAULT_MODEL, MIN_SCORE
+from .faces import MIN_CROP
+from .litert import INSTALL_HINT
 from .references import GENERATOR_RANGES
 
 
 def add_face_options(parser, *, reference: bool) -> None:
     """Detector and crop options; with ``reference``, also --reference / --parsing / --generator
     (``s3pot segment`` declares its own --reference and --parsing)."""
-    group = parser.add_argument_group("faces (the face extra: pip install \"s3pot-rt[face]\")")
+    group = parser.add_argument_group(f"faces (the face extra: pip install {INSTALL_HINT})")
     group.add_argument("--detector", default=DEFAULT_MODEL, choices=list(CHOICES),
-                       help="MediaPipe face detector: full (faces up to ~5 m, group photos), short "
-                            "(selfie distance) or auto (full, then short where full finds none) "
-                            f"(default: {DEFAULT_MODEL})")
+                       help="MediaPipe face detector: full (faces up to ~5 m, group photos), "
+                            "short (selfie distance) or auto (full, then short where full finds "
+                            f"none) (default: {DEFAULT_MODEL})")
     group.add_argument("--min-score", type=float, default=MIN_SCORE,
                        help=f"detection threshold in 0..1 (default: {MIN_SCORE})")
     group.add_argument("--size", type=int, default=IMAGE_SIZE,
-                       help=f"side of the aligned crops in pixels (default: {IMAGE_SIZE}, the runtime's input)")
+                       help=f"side of the aligned crops in pixels (default: {IMAGE_SIZE}, the "
+                            "runtime's input)")
     if reference:
         group.add_argument("--reference", type=Path,
                            help="a clean photo of the same person (aligned to each face by its "
@@ -39,8 +42,8 @@ def add_face_options(parser, *, reference: bool) -> None:
 def check_face_options(args) -> None:
     if not 0.0 < args.min_score < 1.0:
         raise S3potInputError(f"--min-score: expected a value between 0 and 1, got {args.min_score}")
-    if args.size < 64:
-        raise S3potInputError(f"--size: expected at least 64 pixels, got {args.size}")
+    if args.size < MIN_CROP:
+        raise S3potInputError(f"--size: expected at least {MIN_CROP} pixels, got {args.size}")
     if args.parsing is not None and args.reference is None:
         raise S3potInputError("--parsing: expected it with --reference (the reference's labels), "
                               "got no --reference")

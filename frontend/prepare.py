@@ -108,6 +108,24 @@ def write_sample(out: Path, files: dict[str, bytes]) -> None:
         raise
 
 
+def check_names(photos: list[Path]) -> None:
+    """Each photo's name becomes its samples' names: they must be distinct and must not read as
+    another sample's reference or ground truth (``NAME_ref``, ``NAME_gt``)."""
+    from s3pot.runtime.datasets import GT_SUFFIX, REFERENCE_SUFFIX
+
+    stems: dict[str, list[Path]] = {}
+    for path in photos:
+        if path.stem.endswith((REFERENCE_SUFFIX, GT_SUFFIX)):
+            raise S3potInputError(f"photo '{path}': expected a name not ending in {REFERENCE_SUFFIX} "
+                                  f"or {GT_SUFFIX} (the sample layout reads those as a reference or "
+                                  "ground truth); rename it")
+        stems.setdefault(path.stem, []).append(path)
+    clashes = [paths for paths in stems.values() if len(paths) > 1]
+    if clashes:
+        raise S3potInputError("photos: expected distinct names (each names its samples), got "
+                              + "; ".join(" and ".join(f"'{p}'" for p in paths) for paths in clashes))
+
+
 def run(args) -> int:
     from s3pot.runtime.cli.segment import check_out
     from s3pot.runtime.io import check_file
@@ -115,21 +133,19 @@ def run(args) -> int:
     check_face_options(args)
     for path in args.photos:
         check_file(path, "photo")
-    stems: dict[str, list[Path]] = {}
-    for path in args.photos:
-        stems.setdefault(path.stem, []).append(path)
-    clashes = [paths for paths in stems.values() if len(paths) > 1]
-    if clashes:
-        raise S3potInputError("photos: expected distinct names (each names its samples), got "
-                              + "; ".join(" and ".join(f"'{p}'" for p in paths) for paths in clashes))
+    check_names(args.photos)
     check_out(args.out)
     finder = build_finder(args)
     reference = build_reference(args, finder)
-    failures, count = [], 0
+    failures, taken = [], set()
     single = len(args.photos) == 1
     for path in args.photos:
         try:
             samples = prepare_photo(path, finder, reference, largest_only=args.largest_only)
+            clash = sorted(taken.intersection(samples))
+            if clash:  # a.jpg with two faces beside a_face1.jpg
+                raise S3potInputError(f"photo '{path}': its samples {', '.join(clash)} clash with an "
+                                      "earlier photo's; rename it")
         except S3potInputError as exc:
             if single:
                 raise
@@ -140,13 +156,16 @@ def run(args) -> int:
                 write_sample(args.out, files)
         except OSError as exc:
             raise S3potInputError(f"--out '{args.out}': could not write ({exc})") from None
-        count += len(samples)
+        taken.update(samples)
         print(f"{path.name}: {len(samples)} face{'s' if len(samples) > 1 else ''} -> "
               + ", ".join(samples))
+        if len(samples) > 1 and reference is not None and reference.kind == "photo":
+            print(f"s3pot: warning: {path.name}: every face got the reference photo of one person "
+                  "(--largest-only keeps the largest face)", file=sys.stderr)
     for message in failures:
         print(f"s3pot: error: {message}", file=sys.stderr)
-    if count:
-        print(f"{count} aligned face{'s' if count > 1 else ''} in {args.out}"
+    if taken:
+        print(f"{len(taken)} aligned face{'s' if len(taken) > 1 else ''} in {args.out}"
               + ("" if reference else " (no reference: add NAME_ref.png to each before "
                  "`s3pot segment --input-dir`)"))
     return EXIT_SAMPLES_FAILED if failures else 0

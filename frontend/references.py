@@ -42,12 +42,14 @@ REGISTER_SIZE = 256
 REGISTER_MARGIN = 0.04
 REGISTER_MAX_SHIFT = 0.05
 REGISTER_MAX_SCALE = 0.1
+REGISTER_ITERATIONS, REGISTER_EPS = 100, 1e-5  # ECC's stopping rule
+REGISTER_BLUR = 5  # ECC's Gaussian prefilter, pixels at REGISTER_SIZE
 
 
 def register(target: np.ndarray, moving: np.ndarray, face: np.ndarray) -> np.ndarray | None:
     """The affine correction (``2 x 3``, target pixels to ``moving`` pixels) that lines ``moving``
-    up with ``target`` over the face, both ``S x S x 3`` crops; None when ECC does not converge or
-    asks for more than a small correction.
+    up with ``target`` over ``face`` (``S x S`` bool), both ``S x S x 3`` uint8 crops; None when
+    ECC does not converge or asks for more than a small correction.
 
     Landmarks alone misplace a reference by 8 to 22 crop pixels (at 1024) when the target's face
     is partly covered: the mesh bends around the occluder. Measured on obama.jpg with a card over
@@ -61,9 +63,10 @@ def register(target: np.ndarray, moving: np.ndarray, face: np.ndarray) -> np.nda
     mask = cv2.dilate(cv2.resize(face.astype(np.uint8), (REGISTER_SIZE, REGISTER_SIZE),
                                  interpolation=cv2.INTER_NEAREST), np.ones((margin, margin), np.uint8))
     warp = np.eye(2, 3, dtype=np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, REGISTER_ITERATIONS, REGISTER_EPS)
     try:
-        _, warp = cv2.findTransformECC(small[0], small[1], warp, cv2.MOTION_AFFINE, criteria, mask, 5)
+        _, warp = cv2.findTransformECC(small[0], small[1], warp, cv2.MOTION_AFFINE, criteria, mask,
+                                       REGISTER_BLUR)
     except cv2.error as exc:  # no convergence: keep the landmarks' fit
         log.debug("reference registration did not converge: %s", exc)
         return None
@@ -78,7 +81,8 @@ def register(target: np.ndarray, moving: np.ndarray, face: np.ndarray) -> np.nda
 
 
 def compose(correction: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """``matrix`` (photo to crop) followed by the inverse of ``correction`` (crop to crop)."""
+    """``matrix`` (``2 x 3``, photo to crop) followed by the inverse of ``correction`` (``2 x 3``,
+    crop to crop): ``2 x 3``."""
     square = lambda m: np.vstack([m, [0.0, 0.0, 1.0]])  # noqa: E731
     return (np.linalg.inv(square(correction)) @ square(matrix))[:2]
 
@@ -201,16 +205,17 @@ class GeneratorReference(ReferenceSource):
         self._check_contract()
 
     def _fail(self, what: str) -> S3potInputError:
-        return S3potInputError(f"generator '{self.path}': {what} (see `s3pot prepare --help` for "
-                               "the generator's inputs and output)")
+        return S3potInputError(f"generator '{self.path}': {what} (see --generator in the help for "
+                               "its inputs and output)")
 
     def _check_contract(self) -> None:
         if len(self.inputs) != 2 or not self.outputs:
             raise self._fail(f"expected 2 inputs (image, parsing) and an output, got "
                              f"{len(self.inputs)} inputs and {len(self.outputs)} outputs")
         image, parsing = self.inputs
-        if len(image.shape) != 4 or image.shape[1] != 3:
-            raise self._fail(f"expected input '{image.name}' to be N x 3 x H x W, got {image.shape}")
+        if len(image.shape) != 4 or image.shape[1] != 3 or image.type != "tensor(float)":
+            raise self._fail(f"expected input '{image.name}' to be float32 N x 3 x H x W, got "
+                             f"{image.type} {image.shape}")
         rank = len(parsing.shape)
         if rank not in (3, 4) or (rank == 4 and parsing.shape[1] not in (1, NUM_PARSING_LABELS)):
             raise self._fail(f"expected input '{parsing.name}' to be N x H x W, N x 1 x H x W or "

@@ -4,14 +4,19 @@ reference, the masks pasted back, and a mask video and an overlay video written.
 The reference is made once (a clean photo in the canonical FFHQ frame, or files) and every frame
 is aligned to that frame too, so the pipeline's reference cache holds its embedding and the
 encoder runs once per frame instead of twice. A generator's reference depends on the frame, so
-with one the reference is made and encoded per frame. A frame without a face (or with one too small to cover a
-token) is counted, written unchanged to the overlay (and empty to the mask video), and the run goes
-on; any other error stops the run with nothing written.
+with one the reference is made and encoded per frame. A frame without a face is counted, written
+unchanged to the overlay (and empty to the mask video), and the run goes on; any other error
+stops the run with nothing written.
+
+The fixed reference is placed by landmarks only: the intensity registration of
+:class:`~s3pot.frontend.references.PhotoReference` lines a reference up with one target, and a
+video's frames move.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from s3pot.core.errors import NoFaceTokensError, S3potInputError
+from s3pot.core.errors import S3potInputError
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +38,10 @@ class VideoReport:
 
     video: str
     frames: int = 0
+    frames_expected: int | None = None  # what the container announced, when it did
     size: tuple[int, int] = (0, 0)  # (width, height)
     fps_in: float = DEFAULT_FPS
     frames_without_face: list[int] = field(default_factory=list)
-    frames_failed: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
     references_encoded: int = 0
     reference_cache_hits: int = 0
@@ -47,6 +52,15 @@ class VideoReport:
     def fps(self) -> float:
         """Frames processed per second of wall time."""
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def segmented(self) -> int:
+        return self.frames - len(self.frames_without_face)
+
+    @property
+    def truncated(self) -> bool:
+        """Fewer frames decoded than the container announced (a cut or damaged file)."""
+        return self.frames_expected is not None and self.frames < self.frames_expected
 
     def as_dict(self) -> dict:
         return {**asdict(self), "fps": round(self.fps, 3), "seconds": round(self.seconds, 3)}
@@ -59,18 +73,29 @@ def open_video(path: Path) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise S3potInputError(f"video '{path}': expected a video OpenCV can read (MP4, AVI, MOV, "
-                              "...), got a file it cannot open")
+                              "...), got a file it cannot open (not a video, damaged, or no frames)")
     return capture
+
+
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder on the way to ``folder`` that does not exist yet, or None."""
+    missing = None
+    for path in [folder, *folder.parents]:
+        if path.exists():
+            return missing
+        missing = path
+    return missing
 
 
 class _Writers:
     """The mask and overlay videos, written under temporary names and moved into place only when
-    the whole video is done."""
+    the whole video is done; on failure the partial files and the folders made for them go."""
 
     def __init__(self, out: Path, name: str, fps: float, size: tuple[int, int]) -> None:
+        self.size = size
         self.final = [out / f"{name}_mask.mp4", out / f"{name}_overlay.mp4"]
         self.partial = [path.with_name(f".{path.stem}.partial.mp4") for path in self.final]
-        self.created = None if out.exists() else out  # removed again if the run fails
+        self.created = _first_missing(out)
         out.mkdir(parents=True, exist_ok=True)
         fourcc = cv2.VideoWriter_fourcc(*FOURCC)
         self.writers = [cv2.VideoWriter(str(path), fourcc, fps, size) for path in self.partial]
@@ -78,8 +103,14 @@ class _Writers:
             self.discard()
             raise S3potInputError(f"outputs in '{out}': OpenCV could not open an {FOURCC} MP4 writer")
 
-    def write(self, mask: np.ndarray, overlay_rgb: np.ndarray) -> None:
-        self.writers[0].write(cv2.cvtColor(np.where(mask, np.uint8(255), np.uint8(0)), cv2.COLOR_GRAY2BGR))
+    def write(self, index: int, mask: np.ndarray, overlay_rgb: np.ndarray) -> None:
+        """Frame ``index``: ``mask`` ``H x W`` bool and ``overlay_rgb`` ``H x W x 3`` uint8, at
+        the video's size (a writer silently drops frames of another size)."""
+        if overlay_rgb.shape[1::-1] != self.size:
+            raise S3potInputError(f"frame {index}: expected {self.size[0]}x{self.size[1]} like the "
+                                  f"video's header, got {overlay_rgb.shape[1]}x{overlay_rgb.shape[0]}")
+        mask_bgr = cv2.cvtColor(np.where(mask, np.uint8(255), np.uint8(0)), cv2.COLOR_GRAY2BGR)
+        self.writers[0].write(mask_bgr)
         self.writers[1].write(cv2.cvtColor(overlay_rgb, cv2.COLOR_RGB2BGR))
 
     def commit(self) -> list[Path]:
@@ -94,8 +125,20 @@ class _Writers:
             writer.release()
         for path in self.partial:
             path.unlink(missing_ok=True)
-        if self.created is not None and not any(self.created.iterdir()):
-            self.created.rmdir()
+        if self.created is not None:
+            shutil.rmtree(self.created, ignore_errors=True)  # only folders this run made
+
+
+def check_reference(pipeline, fixed, source) -> None:
+    """A fixed reference must mark face tokens under the pipeline's face set; checked once, since
+    every frame would fail alike."""
+    from s3pot.core.errors import NoFaceTokensError
+
+    reference, parsing = fixed
+    try:
+        pipeline.prepare(reference, reference, parsing)
+    except NoFaceTokensError as exc:
+        raise S3potInputError(f"reference {source.describe()}: {exc}") from None
 
 
 def segment_frame(pipeline, finder, source, fixed, rgb: np.ndarray):
@@ -115,36 +158,40 @@ def segment_video(pipeline, finder, source, video: Path, out: Path, *, name: str
     """Segment every frame of ``video`` into ``out``: ``NAME_mask.mp4`` and ``NAME_overlay.mp4``
     (same frame count, size and rate as the input). ``progress(iterable, total)`` wraps the frame
     loop (a progress bar); ``stamp_text`` is written on the overlay (random weights)."""
-    from s3pot.runtime.visualize import overlay, stamp
-
     name = name or Path(video).stem
     capture = open_video(video)
+    try:
+        return _segment_frames(pipeline, finder, source, capture, video, out, name, progress,
+                               stamp_text)
+    finally:
+        capture.release()
+
+
+def _segment_frames(pipeline, finder, source, capture, video, out, name, progress, stamp_text):
+    from s3pot.runtime.visualize import overlay, stamp
+
     fps = capture.get(cv2.CAP_PROP_FPS) or DEFAULT_FPS
     size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    report = VideoReport(video=str(video), size=size, fps_in=float(fps), reference=source.describe())
+    announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    report = VideoReport(video=str(video), size=size, fps_in=float(fps), reference=source.describe(),
+                         frames_expected=announced if announced > 0 else None)
     fixed = source.fixed(finder.size)
+    if fixed is not None:
+        check_reference(pipeline, fixed, source)
     encoded, hits = pipeline.stats.references_encoded, pipeline.stats.reference_cache_hits
     writers = _Writers(out, name, fps, size)
     start = time.perf_counter()
     try:
-        for index, bgr in (progress or (lambda it, total: it))(_frames(capture), total):
+        for index, bgr in (progress or (lambda it, total: it))(_frames(capture), report.frames_expected):
             rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            try:
-                masks = segment_frame(pipeline, finder, source, fixed, rgb)
-            except NoFaceTokensError as exc:  # a face too small for one token is not fatal
-                report.frames_failed[index] = str(exc)
-                masks = None
+            masks = segment_frame(pipeline, finder, source, fixed, rgb)
             if masks is None:
-                if index not in report.frames_failed:
-                    report.frames_without_face.append(index)
+                report.frames_without_face.append(index)
                 occlusion, shown = np.zeros(rgb.shape[:2], bool), rgb
             else:
                 occlusion, visible = masks
                 shown = overlay(rgb, occlusion, face_region=occlusion | visible)
-            if stamp_text:
-                shown = stamp(shown, stamp_text)
-            writers.write(occlusion, shown)
+            writers.write(index, occlusion, stamp(shown, stamp_text) if stamp_text else shown)
             report.frames += 1
         if report.frames == 0:
             raise S3potInputError(f"video '{video}': expected at least one frame, got none decoded")
@@ -153,8 +200,6 @@ def segment_video(pipeline, finder, source, video: Path, out: Path, *, name: str
     except BaseException:
         writers.discard()
         raise
-    finally:
-        capture.release()
     report.references_encoded = pipeline.stats.references_encoded - encoded
     report.reference_cache_hits = pipeline.stats.reference_cache_hits - hits
     return report

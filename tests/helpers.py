@@ -83,11 +83,11 @@ def run_under_cuda_simulator(cases: Path) -> str:
     return last
 
 
-#: Face crops of the test photos (x0, y0, x1, y1), found by eye: square, the face in the middle.
 #: The five test photos (faces/SOURCE.md) and how many faces each shows.
 FACE_PHOTOS = {"obama.jpg": 1, "biden.jpg": 1, "obama_small.jpg": 1, "two_people.jpg": 2, "32bit.png": 1}
 FACES = Path(__file__).resolve().parent / "faces"
 
+#: Face crops of the test photos (x0, y0, x1, y1), found by eye: square, the face in the middle.
 FACE_CROPS = {"obama.jpg": (280, 40, 680, 440), "biden.jpg": (380, 100, 780, 500)}
 
 

@@ -1,5 +1,6 @@
 """Say what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime providers, PyTorch, Numba's
-kernel cache, the front end's LiteRT, and with --model the state of an export folder and its engines, in one table.
+kernel cache, the front end's LiteRT, and with --model the state of an export folder and its
+engines, in one table.
 
 Nothing heavy is loaded to answer: versions come from package metadata, the GPU from cuda-python
 or nvidia-smi, engines are judged by their sidecars (never deserialised). Exits 1 when --model
@@ -82,8 +83,10 @@ def _openvino_row(rows: list) -> None:
 def _frontend_row(rows: list) -> None:
     version = _version("ai-edge-litert")
     if version is None:
+        from s3pot.frontend.litert import INSTALL_HINT
+
         rows.append(("Front end", WARN, "LiteRT not installed (optional: s3pot prepare, segment "
-                                        "--video): pip install 's3pot-rt[face]'"))
+                                        f"--video): pip install {INSTALL_HINT}"))
         return
     rows.append(("Front end", OK, f"ai-edge-litert {version}: s3pot prepare and segment --video"))
 

@@ -213,20 +213,25 @@ def run_video(args) -> int:
         pipeline.close()
     summary = {**report.as_dict(), "weights": weights, "model": pipeline.runner.describe()}
     write_text_atomic(args.out / f"{args.video.stem}_video.json", json.dumps(summary, indent=1))
-    skipped = len(report.frames_without_face) + len(report.frames_failed)
     print(f"{args.video.name}: {report.frames} frames at {report.fps:.2f} frames/s, "
-          f"{report.frames - skipped} segmented, {len(report.frames_without_face)} without a face; "
+          f"{report.segmented} segmented, {len(report.frames_without_face)} without a face; "
           f"reference encoded {report.references_encoded}x -> {args.out}")
-    for index, message in report.frames_failed.items():
-        print(f"s3pot: warning: frame {index}: {message}", file=sys.stderr)
     print(f"s3pot segment: {pipeline.runner.context.variant} on {pipeline.runner.describe()}; "
           f"weights: {weights}", file=sys.stderr)
+    if report.truncated:
+        print(f"s3pot: warning: video '{args.video}': its header announces {report.frames_expected} "
+              f"frames, {report.frames} could be decoded (a cut or damaged file)", file=sys.stderr)
+    if report.segmented == 0:
+        print(f"s3pot: error: video '{args.video}': expected a face in at least one frame, got none "
+              f"in {report.frames}", file=sys.stderr)
+        return EXIT_SAMPLES_FAILED
     return 0
 
 
 def pasted_back(image_path: Path, seg, save_vis: bool) -> list:
     """Writers of a ``s3pot prepare`` crop's masks in its original photo (none for other images):
-    ``(file suffix, writer, content)``."""
+    ``(file suffix, writer, content)``. A sidecar that is not ``s3pot prepare``'s, or a crop
+    that is no longer square, is warned about and skipped: the crop's own masks still come."""
     from s3pot.frontend.align import read_sidecar, sidecar_path
     from s3pot.runtime.io import load_image, save_image, save_mask_png
     from s3pot.runtime.visualize import overlay
@@ -234,18 +239,26 @@ def pasted_back(image_path: Path, seg, save_vis: bool) -> list:
     sidecar = sidecar_path(image_path)
     if not sidecar.is_file():
         return []
-    alignment, record = read_sidecar(sidecar)
-    if seg.input_size != (alignment.size, alignment.size):
-        log.warning("%s: not pasted back (the crop is %s, its alignment %d x %d)", image_path,
-                    seg.input_size, alignment.size, alignment.size)
+    try:
+        alignment, record = read_sidecar(sidecar)
+    except S3potInputError as exc:
+        log.warning("%s: not pasted back (%s)", image_path, exc)
         return []
+    height, width = seg.input_size
+    if height != width:
+        log.warning("%s: not pasted back (expected a square crop as s3pot prepare wrote it, got "
+                    "%d x %d)", image_path, width, height)
+        return []
+    alignment = alignment.resized(width)  # a crop saved at another size
     occlusion, visible = alignment.paste_mask(seg.occlusion), alignment.paste_mask(seg.visible_face)
     writers = [("_source_occlusion.png", save_mask_png, occlusion),
                ("_source_visible_face.png", save_mask_png, visible)]
-    source = Path(record.get("source", ""))
-    if save_vis and source.is_file():
-        photo = load_image(source)
-        if photo.shape[:2] == alignment.source_size:
+    if save_vis:
+        source = Path(record.get("source", ""))
+        photo = load_image(source) if source.is_file() else None
+        if photo is None or photo.shape[:2] != alignment.source_size:
+            log.warning("%s: no source overlay (the photo '%s' is gone or changed)", image_path, source)
+        else:
             writers.append(("_source_vis.jpg", save_image,
                             overlay(photo, occlusion, face_region=occlusion | visible)))
     return writers

@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 from helpers import FACE_PHOTOS, FACES
 
+pytest.importorskip("ai_edge_litert", reason='the front end needs the face extra: pip install ".[face]"')
+
 
 @pytest.fixture(scope="session")
 def finder():

@@ -95,3 +95,21 @@ def test_sidecar_round_trip_and_bad_sidecars(tmp_path, found):
         alignment.crop(np.zeros((100, 100, 3), np.uint8))
     with pytest.raises(S3potInputError, match="expected a 1024x1024 mask"):
         alignment.paste_mask(np.zeros((10, 10), bool))
+
+
+@pytest.mark.parametrize("field, value", [("size", 0), ("source_size", [0, 0]), ("source_size", [-5, 10]),
+                                          ("matrix", [[0, 0, 1], [0, 0, 2]])])
+def test_sidecars_with_impossible_sizes_are_refused(tmp_path, found, field, value):
+    path = tmp_path / "x_align.json"
+    path.write_text(json.dumps({**found["obama.jpg"][0].alignment.to_json(), field: value}))
+    with pytest.raises(S3potInputError, match="expected positive sizes and an invertible matrix"):
+        read_sidecar(path)
+
+
+def test_a_resized_alignment_scales_the_crop(found, photos):
+    alignment = found["obama.jpg"][0].alignment
+    half = alignment.resized(512)
+    crop, small = alignment.crop(photos["obama.jpg"]), half.crop(photos["obama.jpg"])
+    assert small.shape == (512, 512, 3)
+    shrunk = cv2.resize(crop, (512, 512), interpolation=cv2.INTER_AREA)
+    assert np.abs(shrunk.astype(int) - small).mean() < 4

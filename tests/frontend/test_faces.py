@@ -81,3 +81,26 @@ def test_astronaut_and_a_photo_without_a_face(finder):
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     assert finder.find(noise) == [] and finder.find(np.full((300, 300, 3), 128, np.uint8)) == []
+
+
+def test_auto_falls_back_to_the_short_range_model_on_a_close_covered_face(photos):
+    import cv2
+
+    # obama.jpg cropped close with a card over the mouth: the full-range model scores it 0.52,
+    # the short-range one 0.85; at a threshold of 0.8 only the fallback finds it.
+    bgr = np.ascontiguousarray(photos["obama.jpg"][100:500, 340:740, ::-1])
+    frame = cv2.resize(bgr, (320, 320), interpolation=cv2.INTER_AREA)
+    cv2.rectangle(frame, (130, 200), (250, 290), (40, 160, 40), -1)
+    rgb = np.ascontiguousarray(frame[:, :, ::-1])
+    assert detect.FaceDetector("full", min_score=0.8)(rgb) == []
+    assert len(detect.FaceDetector("short", min_score=0.8)(rgb)) == 1
+    assert len(detect.create_detector("auto", min_score=0.8)(rgb)) == 1
+
+
+def test_unknown_detector_and_bad_arrays_are_named(finder):
+    from s3pot.core.errors import S3potInputError
+
+    with pytest.raises(S3potInputError, match="expected one of auto, full, short, got 'huge'"):
+        detect.create_detector("huge")
+    with pytest.raises(S3potInputError, match=r"expected H x W x 3 uint8 RGB, got \(10, 10\)"):
+        finder.find(np.zeros((10, 10), np.uint8))

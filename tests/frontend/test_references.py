@@ -26,17 +26,14 @@ def test_a_photo_aligned_to_itself_is_the_crop(finder, found, photos):
     assert np.abs(fixed_rgb.astype(int) - crop).mean() < 3
 
 
-def test_a_photo_of_the_person_elsewhere_lands_on_the_target(finder, found, photos):
+def test_a_photo_of_the_person_elsewhere_lands_on_the_target(finder, found, photos, tmp_path):
     # The same face cut from obama.jpg, shrunk and rotated: aligned back onto obama.jpg's crop.
     rgb = photos["obama.jpg"]
     turn = cv2.getRotationMatrix2D((455, 300), 12, 0.6)
     moved = cv2.warpAffine(rgb, turn, (700, 700), borderMode=cv2.BORDER_REFLECT_101)
-    path = FACES.parent / "frontend" / "_moved.png"
-    try:
-        cv2.imwrite(str(path), cv2.cvtColor(moved, cv2.COLOR_RGB2BGR))
-        reference = PhotoReference(path, finder)
-    finally:
-        path.unlink(missing_ok=True)
+    path = tmp_path / "moved.png"
+    cv2.imwrite(str(path), cv2.cvtColor(moved, cv2.COLOR_RGB2BGR))
+    reference = PhotoReference(path, finder)
     face = found["obama.jpg"][0]
     ref, _ = reference.for_face(rgb, face)
     crop = face.crop(rgb)

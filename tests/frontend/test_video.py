@@ -54,7 +54,7 @@ def test_video_segmented_with_one_reference_encoding(clip, tmp_path, capsys):
     assert "frame/s" in printed.err  # the progress bar
     report = json.loads((out / "clip_video.json").read_text())
     assert report["frames"] == FRAMES and report["size"] == [SIDE, SIDE]
-    assert report["frames_without_face"] == [BLANK] and report["frames_failed"] == {}
+    assert report["frames_without_face"] == [BLANK] and report["frames_expected"] == FRAMES
     assert report["references_encoded"] == 1 and report["reference_cache_hits"] == FRAMES - 2
     assert report["fps"] > 0
     masks, overlays = _frames(out / "clip_mask.mp4"), _frames(out / "clip_overlay.mp4")
@@ -103,3 +103,33 @@ def test_a_failing_generator_stops_the_video_with_nothing_written(clip, tmp_path
     err = capsys.readouterr().err
     assert "with NaN or infinite values" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_reference_without_face_labels_is_refused_before_any_frame(clip, tmp_path, capsys):
+    reference, parsing, out = tmp_path / "ref.png", tmp_path / "hair.npy", tmp_path / "out"
+    cv2.imwrite(str(reference), np.full((256, 256, 3), 120, np.uint8))
+    np.save(parsing, np.full((256, 256), 4, np.uint8))  # all hair: no face token
+    assert main(["segment", "--video", str(clip), "--reference", str(reference), "--parsing",
+                 str(parsing), "--out", str(out), *TINY]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert f"reference files '{reference}'" in err and "face" in err and not out.exists()
+
+
+def test_a_video_without_faces_and_a_cut_video(tmp_path, capsys):
+    grey = tmp_path / "grey.avi"
+    writer = cv2.VideoWriter(str(grey), cv2.VideoWriter_fourcc(*"MJPG"), 5, (160, 120))
+    for value in range(8):
+        writer.write(np.full((120, 160, 3), 60 + 10 * value, np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    assert main(["segment", "--video", str(grey), "--reference", str(FACES / "obama.jpg"),
+                 "--out", str(out), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert f"video '{grey}': expected a face in at least one frame, got none in 8" in err
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(grey.read_bytes()[: int(grey.stat().st_size * 0.85)])  # the AVI index goes
+    main(["segment", "--video", str(cut), "--reference", str(FACES / "obama.jpg"),
+          "--out", str(tmp_path / "out2"), *TINY])
+    report = json.loads((tmp_path / "out2" / "cut_video.json").read_text())
+    assert report["frames_expected"] == 8 and report["frames"] < 8
+    assert "a cut or damaged file" in capsys.readouterr().err
