@@ -40,8 +40,8 @@ GENERATOR_RANGES = {"-1..1": (2.0, -1.0), "0..1": (1.0, 0.0)}
 #: mask's margin, and the largest correction accepted, as fractions of the crop's side.
 REGISTER_SIZE = 256
 REGISTER_MARGIN = 0.04
-REGISTER_MAX_SHIFT = 0.05
-REGISTER_MAX_SCALE = 0.1
+REGISTER_MAX_SHIFT = 0.15
+REGISTER_MAX_SCALE = 0.2
 REGISTER_ITERATIONS, REGISTER_EPS = 100, 1e-5  # ECC's stopping rule
 REGISTER_BLUR = 5  # ECC's Gaussian prefilter, pixels at REGISTER_SIZE
 

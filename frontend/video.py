@@ -8,9 +8,9 @@ with one the reference is made and encoded per frame. A frame without a face is 
 unchanged to the overlay (and empty to the mask video), and the run goes on; any other error
 stops the run with nothing written.
 
-The fixed reference is placed by landmarks only: the intensity registration of
-:class:`~s3pot.frontend.references.PhotoReference` lines a reference up with one target, and a
-video's frames move.
+Each frame's crop is then registered onto the fixed reference by intensity (OpenCV's ECC, as
+:class:`~s3pot.frontend.references.PhotoReference` registers a reference onto one target): the
+frame moves, not the reference, so the reference's pixels, and its cached embedding, stay the same.
 """
 from __future__ import annotations
 
@@ -141,6 +141,21 @@ def check_reference(pipeline, fixed, source) -> None:
         raise S3potInputError(f"reference {source.describe()}: {exc}") from None
 
 
+def align_to_reference(face, rgb: np.ndarray, reference: np.ndarray, parsing: np.ndarray):
+    """The frame's crop alignment, refined by intensity so that its crop lines up with a fixed
+    ``reference`` (``S x S x 3``, parsing ``S x S``): the reference stays the same pixels (its
+    embedding stays cached) and the frame moves onto it. Falls back to the landmarks' alignment
+    when ECC does not converge."""
+    from .align import Alignment
+    from .references import compose, register
+
+    correction = register(reference, face.crop(rgb), parsing > 0)
+    if correction is None:
+        return face.alignment
+    return Alignment(matrix=compose(correction, face.alignment.matrix), size=face.alignment.size,
+                     source_size=face.alignment.source_size)
+
+
 def segment_frame(pipeline, finder, source, fixed, rgb: np.ndarray):
     """One frame's pasted-back occlusion and visible-face masks (``H x W`` bool), or None when
     the frame shows no face."""
@@ -148,9 +163,13 @@ def segment_frame(pipeline, finder, source, fixed, rgb: np.ndarray):
     if not faces:
         return None
     face = faces[0]
-    reference, parsing = fixed if fixed is not None else source.for_face(rgb, face)
-    seg = pipeline.segment(face.crop(rgb), reference, parsing)
-    return face.alignment.paste_mask(seg.occlusion), face.alignment.paste_mask(seg.visible_face)
+    if fixed is not None:
+        reference, parsing = fixed
+        alignment = align_to_reference(face, rgb, reference, parsing)
+    else:
+        (reference, parsing), alignment = source.for_face(rgb, face), face.alignment
+    seg = pipeline.segment(alignment.crop(rgb), reference, parsing)
+    return alignment.paste_mask(seg.occlusion), alignment.paste_mask(seg.visible_face)
 
 
 def segment_video(pipeline, finder, source, video: Path, out: Path, *, name: str | None = None,

@@ -133,3 +133,26 @@ def test_a_video_without_faces_and_a_cut_video(tmp_path, capsys):
     report = json.loads((tmp_path / "out2" / "cut_video.json").read_text())
     assert report["frames_expected"] == 8 and report["frames"] < 8
     assert "a cut or damaged file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("card", [(430, 300, 590, 420), (380, 200, 620, 260), (360, 180, 480, 420)])
+def test_each_frame_is_registered_onto_the_fixed_reference(finder, photos, card):
+    """A card over the mouth, the eyes or one side bends the mesh, and the landmarks' crop misses
+    the reference; ECC moves the frame onto it (the reference's pixels stay cacheable)."""
+    from s3pot.frontend.references import PhotoReference
+    from s3pot.frontend.video import align_to_reference
+
+    reference, parsing = PhotoReference(FACES / "obama.jpg", finder).fixed(1024)
+    covered = photos["obama.jpg"].copy()
+    x0, y0, x1, y1 = card
+    covered[y0:y1, x0:x1] = (40, 160, 40)
+    face = finder.find(covered)[0]
+    hidden = np.zeros(covered.shape[:2], np.uint8)
+    hidden[y0:y1, x0:x1] = 1
+    differ = []
+    for alignment in (face.alignment, align_to_reference(face, covered, reference, parsing)):
+        card_in_crop = cv2.warpAffine(hidden, alignment.matrix, (1024, 1024)) > 0
+        face_pixels = (parsing > 0) & ~card_in_crop
+        changed = np.abs(alignment.crop(covered).astype(int) - reference).sum(axis=2) > 60
+        differ.append(changed[face_pixels].mean())
+    assert differ[0] > 0.1 and differ[1] < 0.03, differ
