@@ -10,7 +10,7 @@ with _face1, _face2, ... when a photo shows several faces (largest first). Then
 segments every face and also writes its masks pasted back into the original photo.
 
 References: --reference PHOTO (a clean photo of the same person, aligned to each face by its
-landmarks), --reference REF --parsing LABELS (made elsewhere), or --generator G.onnx (your face
+landmarks, then by intensity), --reference REF --parsing LABELS (made elsewhere), or --generator G.onnx (your face
 generator). Without one, the crops and their landmark parsing are written for you to add
 NAME_ref.png (and replace the parsing with the reference's, if it differs).
 
