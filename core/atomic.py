@@ -46,6 +46,21 @@ def write_bytes_atomic(path, data: bytes) -> Path:
     return path
 
 
+def write_files(writes) -> list[Path]:
+    """Write a set of files all or none: ``writes`` yields ``(path, write, content)``, each
+    ``write(path, content)`` writing one file atomically and returning its path. If one fails, the
+    files already written are removed again and the error goes on. Returns the paths written."""
+    written: list[Path] = []
+    try:
+        for path, write, content in writes:
+            written.append(write(path, content))
+    except BaseException:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
+    return written
+
+
 def check_output_folder(path, *, overwrite: bool = False, what: str = "output folder") -> Path:
     """``path`` can become a new folder: no file there or on the way to it, and empty unless
     ``overwrite``. ``what`` names it in the error (an option such as ``--out``)."""

@@ -62,7 +62,7 @@ def build_reference(args, finder):
     from .references import FileReference, GeneratorReference, PhotoReference
 
     if args.generator is not None:
-        return GeneratorReference(args.generator, device=getattr(args, "device", "auto"),
+        return GeneratorReference(args.generator, device=args.device,
                                   value_range=args.generator_range)
     if args.reference is None:
         return None

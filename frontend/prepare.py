@@ -19,7 +19,6 @@ ears, neck or glasses, so those labels are never drawn.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import sys
@@ -49,9 +48,10 @@ def sample_names(stem: str, count: int) -> list[str]:
     return [stem] if count == 1 else [f"{stem}_face{k + 1}" for k in range(count)]
 
 
-def prepare_photo(path: Path, finder, reference, *, largest_only: bool = False) -> dict[str, dict]:
-    """Every output of one photo, computed, not written: sample name -> {file name -> bytes}."""
-    from s3pot.runtime.io import load_image
+def prepare_photo(path: Path, finder, reference, *, largest_only: bool = False) -> dict[str, list]:
+    """Every output of one photo, computed, not written: sample name -> its files as
+    ``(file name, write, content)``, for :func:`~s3pot.core.atomic.write_files`."""
+    from s3pot.runtime.io import load_image, save_image, save_npy, write_text_atomic
 
     from .align import SIDECAR_SUFFIX
     from .faces import NoFaceError
@@ -60,52 +60,23 @@ def prepare_photo(path: Path, finder, reference, *, largest_only: bool = False) 
     faces = finder.find(rgb)
     if not faces:
         raise NoFaceError(f"photo '{path}': expected a face, got none found ({rgb.shape[1]}x"
-                          f"{rgb.shape[0]} pixels; try a lower "
-                          f"--min-score)")
+                          f"{rgb.shape[0]} pixels; try a lower --min-score)")
     faces = faces[:1] if largest_only else faces
     samples = {}
     for k, (name, face) in enumerate(zip(sample_names(path.stem, len(faces)), faces)):
-        files = {f"{name}.png": _png(face.crop(rgb))}
-        labels = face.parsing()
-        if reference is not None:
+        files = [(f"{name}.png", save_image, face.crop(rgb))]
+        if reference is None:
+            labels = face.parsing()
+        else:
             ref_rgb, labels = reference.for_face(rgb, face)
-            files[f"{name}_ref.png"] = _png(ref_rgb)
-        files[f"{name}_parsing_mask.npy"] = _npy(labels)
+            files.append((f"{name}_ref.png", save_image, ref_rgb))
+        files.append((f"{name}_parsing_mask.npy", save_npy, labels.astype(np.uint8, copy=False)))
         record = face.alignment.to_json(source=str(path.resolve()), face=k + 1, faces=len(faces),
                                         score=round(face.detection.score, 4),
                                         reference=reference.describe() if reference else None)
-        files[f"{name}{SIDECAR_SUFFIX}"] = json.dumps(record, indent=1).encode()
+        files.append((f"{name}{SIDECAR_SUFFIX}", write_text_atomic, json.dumps(record, indent=1)))
         samples[name] = files
     return samples
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    import cv2
-
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise S3potInputError(f"crop: OpenCV could not encode {rgb.shape} as PNG")
-    return data.tobytes()
-
-
-def _npy(labels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(labels, dtype=np.uint8), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def write_sample(out: Path, files: dict[str, bytes]) -> None:
-    """One sample's files, each atomically; none of them left if one fails."""
-    from s3pot.core.atomic import write_bytes_atomic
-
-    written = []
-    try:
-        for name, data in files.items():
-            written.append(write_bytes_atomic(out / name, data))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
 
 
 def check_names(photos: list[Path]) -> None:
@@ -127,6 +98,7 @@ def check_names(photos: list[Path]) -> None:
 
 
 def run(args) -> int:
+    from s3pot.core.atomic import write_files
     from s3pot.runtime.cli.segment import check_out
     from s3pot.runtime.io import check_file
 
@@ -152,8 +124,8 @@ def run(args) -> int:
             failures.append(str(exc))
             continue
         try:
-            for files in samples.values():
-                write_sample(args.out, files)
+            for files in samples.values():  # each sample all or none
+                write_files((args.out / name, write, content) for name, write, content in files)
         except OSError as exc:
             raise S3potInputError(f"--out '{args.out}': could not write ({exc})") from None
         taken.update(samples)

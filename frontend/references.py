@@ -131,12 +131,14 @@ class PhotoReference(ReferenceSource):
         correction = register(face.crop(photo), first.crop(self.rgb), face.parsing() > 0)
         if correction is not None:
             matrix = compose(correction, matrix)
-        alignment = Alignment(matrix=matrix, size=size, source_size=self.rgb.shape[:2])
-        return alignment.crop(self.rgb), landmark_parsing(alignment.to_crop(self.face.landmarks.xy),
-                                                          (size, size))
+        return self._warped(Alignment(matrix=matrix, size=size, source_size=self.rgb.shape[:2]))
 
     def fixed(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        alignment = Alignment.from_landmarks(self.face.landmarks.xy, self.rgb.shape[:2], size)
+        return self._warped(Alignment.from_landmarks(self.face.landmarks.xy, self.rgb.shape[:2], size))
+
+    def _warped(self, alignment: Alignment) -> tuple[np.ndarray, np.ndarray]:
+        """The photo's crop by ``alignment`` and the parsing of its landmarks there."""
+        size = alignment.size
         return alignment.crop(self.rgb), landmark_parsing(alignment.to_crop(self.face.landmarks.xy),
                                                           (size, size))
 

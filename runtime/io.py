@@ -8,6 +8,7 @@ file and keeps an older one intact.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -207,6 +208,13 @@ def save_image(path: PathLike, rgb: np.ndarray) -> Path:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise S3potInputError(f"image '{path}': expected H x W x 3 uint8 RGB, got {rgb.shape} {rgb.dtype}")
     return _write_atomic(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), "image")
+
+
+def save_npy(path: PathLike, array: np.ndarray) -> Path:
+    """Write ``array`` as a plain ``.npy`` (no pickle), atomically; returns the path."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_text_atomic(path: PathLike, text: str) -> Path:

@@ -16,7 +16,6 @@ warning. The folder can be shared between runs and deleted at any time.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s3pot.core.atomic import write_bytes_atomic
 from s3pot.core.spec import GRID_SIZE, PROMPT_DIM
+from s3pot.runtime.io import save_npy
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +120,4 @@ class EmbeddingCache:
     def _store(self, key: str, embedding: np.ndarray) -> None:
         if self.root is None:
             return
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(embedding, dtype=np.float32), allow_pickle=False)
-        write_bytes_atomic(self.path(key), buffer.getvalue())
+        save_npy(self.path(key), embedding.astype(np.float32, copy=False))

@@ -79,6 +79,7 @@ def write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, w
                   random_weights: bool, paste_back: bool = True) -> list[Path]:
     """Every output of one sample: all computed first, each file written atomically, and the
     files already written removed again if a later one fails (no partial set)."""
+    from s3pot.core.atomic import write_files
     from s3pot.runtime.io import load_image, save_image, save_mask_png, write_text_atomic
     from s3pot.runtime.visualize import overlay, stamp
 
@@ -104,15 +105,7 @@ def write_outputs(out: Path, name: str, seg, image_path: Path, save_vis: bool, w
     if paste_back:
         writers += [(name + suffix, write, content)
                     for suffix, write, content in pasted_back(image_path, seg, save_vis)]
-    written: list[Path] = []
-    try:
-        for filename, write, content in writers:
-            written.append(write(out / filename, content))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    return written
+    return write_files((out / filename, write, content) for filename, write, content in writers)
 
 
 def check_out(out: Path) -> None:
