@@ -77,6 +77,8 @@ class AuthorsPipeline:
             self.torch.cuda.synchronize(self.device)
 
     def segment(self, prepared, timings: dict | None = None, record: bool = False) -> BaselineResult:
+        from s3pot.runtime.backends.torch.runner import fp32_math  # (TF32 off, as on every FP32 path)
+
         torch = self.torch
         timings = {} if timings is None else timings
         io: dict = {}
@@ -87,7 +89,7 @@ class AuthorsPipeline:
             timings[stage] = timings.get(stage, 0.0) + now - start
             return now
 
-        with torch.inference_mode():
+        with torch.inference_mode(), fp32_math():
             start = time.perf_counter()
             image = torch.from_numpy(prepared.pixels[0:1]).to(self.device)  # 1 x 3 x 1024 x 1024
             reference = torch.from_numpy(prepared.pixels[1:2]).to(self.device)

@@ -100,7 +100,7 @@ def available_paths(gpu: bool, folder: Path | None = None) -> list[BenchPath]:
         paths.append(BenchPath("torch", "fp16", device))
     elif bf16_cpu:
         paths.append(BenchPath("torch", "bf16", device))
-    if installed("onnxruntime"):
+    if installed("onnxruntime") and (not gpu or onnxruntime_cuda()):
         paths.append(BenchPath("onnxruntime", "fp32", device))
         if gpu:
             paths.append(BenchPath("onnxruntime", "fp16", device))
@@ -114,6 +114,18 @@ def available_paths(gpu: bool, folder: Path | None = None) -> list[BenchPath]:
         paths += [BenchPath("tensorrt", precision, device) for precision in ("fp32", "fp16")
                   if engines_present(folder, precision)]
     return paths
+
+
+def onnxruntime_cuda() -> bool:
+    """Whether this ONNX Runtime has its CUDA execution provider (``onnxruntime-gpu``; the CPU
+    wheel, as on a GPU machine without it, has none: its GPU paths are then not listed)."""
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+#: Backends that run the export folder's graphs or engines (the others build the PyTorch model).
+GRAPH_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 
 #: Paths left out unless their backend is named: PyTorch FP32 on the CPU runs the baseline's own
@@ -295,7 +307,7 @@ class BenchOptions:
 def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
     """Measure every path; returns the report (see :mod:`.report` for what is written)."""
     from s3pot.core.gpu import nvidia_gpu_present
-    from s3pot.core.spec import resolve_face_set
+    from s3pot.core.spec import resolve_context, resolve_face_set
     from s3pot.models import get_variant
 
     get_variant(options.variant)  # an unknown name lists the known ones
@@ -306,12 +318,18 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
     weights = weights_record(options.variant, options.checkpoint, options.adapter, options.seed)
     options.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    folder, manifest = ensure_export(options.variant, weights, options.out, options.model, gpu, say)
-    paths = select_paths(available_paths(gpu, folder), options.backends, options.precisions)
+    known = options.model or options.out / f"export-{options.variant}"  # engines built there
+    paths = select_paths(available_paths(gpu, known), options.backends, options.precisions)
+    if any(p.backend in GRAPH_BACKENDS for p in paths) or weights.get("adapter"):
+        folder, manifest = ensure_export(options.variant, weights, options.out, options.model,
+                                         gpu, say)
+        context = manifest["normalization"], manifest["face_set"]
+    else:  # PyTorch paths alone (a GPU machine without TensorRT or onnxruntime-gpu): no export
+        folder = None
+        context = resolve_context(None, None, None, get_variant(options.variant).normalization)
     sample = [str(DATA / name) for name in SAMPLE]
     config = {"variant": options.variant, "weights": weights, "model": str(folder),
-              "normalization": manifest["normalization"],
-              "face_set": list(resolve_face_set(manifest["face_set"])),
+              "normalization": context[0], "face_set": list(resolve_face_set(context[1])),
               "sample": sample, "runs": options.runs, "warmup": options.warmup,
               "video_runs": options.runs if options.video_runs is None else options.video_runs,
               "threads": options.threads, "floor": options.floor}

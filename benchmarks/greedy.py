@@ -240,7 +240,8 @@ def main(argv=None) -> int:
         print(f"--rows: expected values in 1..{args.cols} (at most --cols), got {bad}",
               file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # (numba-cuda logs at INFO)
+    logger.setLevel(logging.INFO)
     report = run(args.rows, args.cols, args.repeat, args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "greedy.json").write_text(json.dumps(report, indent=2))

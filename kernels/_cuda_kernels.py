@@ -15,6 +15,8 @@ from .reference import NORMALIZE_EPS
 
 #: Side of the square tiles of the similarity GEMM (TILE x TILE threads per block).
 TILE = 16
+#: A tile row padded by one (no bank conflicts on reads); a global, so that Numba sees a constant.
+TILE_PADDED = TILE + 1
 
 float32 = numba.float32
 int32 = numba.int32
@@ -45,7 +47,7 @@ def unit_rows(x, rows, out, bad):
 def similarity(a, b, out):
     """``out = a · bᵀ``: ``R x D``, ``N x D`` -> ``R x N``, one ``TILE x TILE`` block per tile."""
     tile_a = cuda.shared.array((TILE, TILE), float32)
-    tile_b = cuda.shared.array((TILE, TILE + 1), float32)  # +1: no bank conflicts on reads
+    tile_b = cuda.shared.array((TILE, TILE_PADDED), float32)
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
     row = cuda.blockIdx.y * TILE + ty
     col = cuda.blockIdx.x * TILE + tx

@@ -57,7 +57,31 @@ def numba_cuda():
             "the cuda backend needs an NVIDIA GPU with a working driver, and numba.cuda found "
             "none (numba.cuda.is_available() is False); use backend='numba' on this machine, or "
             "set NUMBA_ENABLE_CUDASIM=1 before importing numba to run the CUDA simulator")
+    _check_numpy_for_numba_cuda()
     return cuda
+
+
+#: The newest numba-cuda known to compile nothing under numpy 2.5 (its array support registers
+#: ``np.row_stack``, which numpy 2.5 removed): seen on an H100 with numba-cuda 0.30.4.
+NUMBA_CUDA_WITHOUT_NUMPY_2_5 = (0, 30, 4)
+
+
+def _check_numpy_for_numba_cuda() -> None:
+    import numpy as np
+
+    from s3pot.core.machine import package_version
+
+    if hasattr(np, "row_stack"):
+        return
+    _, version = package_version("numba-cuda")
+    if version is None or not version[0].isdigit():
+        return
+    parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+    if parts <= NUMBA_CUDA_WITHOUT_NUMPY_2_5:
+        raise MissingDependencyError(
+            f"the cuda backend: numba-cuda {version} compiles no kernel with numpy {np.__version__} "
+            "(numpy 2.5 removed np.row_stack, which it registers); pip install 'numpy<2.5', or a "
+            "numba-cuda newer than 0.30.4")
 
 
 def row_threads(num_cols: int) -> int:

@@ -41,8 +41,9 @@ class PositionEmbeddingRandom(nn.Module):
 
     def forward_with_coords(self, coords: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
         """``B x N x 2`` pixel coordinates ``(x, y)`` to ``B x N x C``."""
-        scale = coords.new_tensor([1.0 / image_size[1], 1.0 / image_size[0]])
-        return self._pe_encoding(coords.float() * scale)
+        coords = coords.float()  # (no tensor from a Python list: CUDA graphs capture this)
+        coords = torch.cat([coords[..., :1] / image_size[1], coords[..., 1:] / image_size[0]], -1)
+        return self._pe_encoding(coords)
 
 
 class PromptEncoder(nn.Module):

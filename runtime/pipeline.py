@@ -83,7 +83,9 @@ class ReferenceCache:
         """Content key of one normalised reference, ``3 x 1024 x 1024`` float32."""
         return hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()
 
-    def get(self, key: str) -> np.ndarray | None:
+    def get(self, key: str | None) -> np.ndarray | None:
+        if key is None:
+            return None
         with self._lock:
             value = self._items.get(key)
             if value is not None:
@@ -221,7 +223,10 @@ class Pipeline:
     def _encode(self, prepared: list[Prepared]) -> list[np.ndarray]:
         """Z and Z_r of every sample: images always, references unless cached (each distinct
         reference once), in encoder batches of at most ``MAX_IMAGE_BATCH``."""
-        keys = [ReferenceCache.key(p.pixels[1]) for p in prepared]
+        if self.references.size > 0 or len(prepared) > 1:
+            keys = [p.reference_key or ReferenceCache.key(p.pixels[1]) for p in prepared]
+        else:  # one sample and no cache: nothing to look up or share, no hashing
+            keys = [None]
         references = {key: self.references.get(key) for key in dict.fromkeys(keys)}
         hits = sum(1 for key in keys if references[key] is not None)
         items = [p.pixels[0] for p in prepared]  # 3 x 1024 x 1024 each
@@ -229,8 +234,12 @@ class Pipeline:
         first_missing = {key: keys.index(key) for key in missing}
         items += [prepared[first_missing[key]].pixels[1] for key in missing]
         encoded = []
-        for begin in range(0, len(items), MAX_IMAGE_BATCH):
-            batch = np.stack(items[begin:begin + MAX_IMAGE_BATCH])  # B x 3 x 1024 x 1024
+        if len(prepared) == 1:  # the sample's own pixels (image, then the reference if missing)
+            batches = [prepared[0].pixels if missing else prepared[0].pixels[:1]]
+        else:
+            batches = [np.stack(items[begin:begin + MAX_IMAGE_BATCH])  # B x 3 x 1024 x 1024
+                       for begin in range(0, len(items), MAX_IMAGE_BATCH)]
+        for batch in batches:
             encoded.extend(self.runner.encode(batch))  # B x 256 x 64 x 64
         images, new = encoded[:len(prepared)], encoded[len(prepared):]
         for key, z in zip(missing, new):

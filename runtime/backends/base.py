@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from s3pot.core.errors import S3potError
-from s3pot.core.io_table import (DECODER, ENCODER, FE, IMAGE_EMBEDDINGS, INITIAL_POINT, PIXELS,
-                                 POINT_COORDS, POINT_LABELS, SA, SPARSE_PROMPTS, get_stage)
+from s3pot.core.errors import S3potError, S3potInputError
+from s3pot.core.io_table import (DECODER, ENCODER, FE, IMAGE_EMBEDDINGS, INITIAL_POINT, PAIR_BATCH,
+                                 PIXELS, POINT_COORDS, POINT_LABELS, SA, SPARSE_PROMPTS, get_stage)
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,23 @@ class Runner:
             enhanced = self.enhance(embeddings, point)  # 2 x 4096 x 256: Z_e, Z_re
         with timed(timings, SELECTION_TIMING):
             return select_prompts(enhanced[0], enhanced[1], face_mask, backend=selector)
+
+    def _device_select_feeds(self, embeddings: np.ndarray, point: np.ndarray,
+                             face_mask: np.ndarray) -> dict:
+        """FE's checked feeds for a :meth:`select` that keeps FE's output on the GPU: the pair
+        batch and the face mask are refused before FE runs; the runner is activated."""
+        from s3pot.kernels.checks import check_face_mask
+
+        where = f"{self.name} stage {FE.name!r} (prompt selection)"
+        feeds = FE.check_feeds({IMAGE_EMBEDDINGS: embeddings, INITIAL_POINT: point}, where=where)
+        batch = feeds[IMAGE_EMBEDDINGS].shape[0]
+        if batch != PAIR_BATCH:
+            raise S3potInputError(f"{where}: expected a batch of {PAIR_BATCH} (the image and its "
+                                  f"reference), got {batch}")
+        check_face_mask(face_mask)
+        if not self.is_active:
+            self.activate()
+        return feeds
 
     def reweight(self, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Points ``1 x N x 2``, labels ``1 x N`` -> prompts ``1 x (N + 1) x 256``."""

@@ -116,6 +116,29 @@ def test_unknown_backend_and_empty_selection_are_refused():
     assert [p.name for p in select_paths(paths, ("torch",), ())] == ["baseline", "torch fp32"]
 
 
+def test_gpu_paths_need_the_libraries_that_run_them(monkeypatch):
+    """On a GPU machine with the CPU onnxruntime wheel (no CUDA provider) and no TensorRT, as the
+    lent H100 has, only the PyTorch paths are listed: no path that could only fail."""
+    from s3pot.benchmarks import bench
+
+    monkeypatch.setattr(bench, "installed", lambda module: module in ("onnxruntime", "torch"))
+    monkeypatch.setattr(bench, "onnxruntime_cuda", lambda: False)
+    assert [p.name for p in bench.available_paths(gpu=True)] == ["baseline", "torch fp32", "torch fp16"]
+    monkeypatch.setattr(bench, "onnxruntime_cuda", lambda: True)
+    assert [p.name for p in bench.available_paths(gpu=True)][3:] == ["onnxruntime fp32", "onnxruntime fp16"]
+
+
+def test_torch_only_bench_exports_nothing(tmp_path):
+    """PyTorch paths alone need no ONNX graphs: no export folder is made, the run still reports."""
+    code = main(["bench", "--variant", "tiny", "--backends", "torch", "--precisions", "fp32",
+                 "--runs", "1", "--warmup", "0", "--video-runs", "1", "--no-floor", "--device", "cpu",
+                 "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert code == 0 and not (tmp_path / "export-tiny").exists()
+    assert [p["name"] for p in report["paths"]] == ["baseline", "torch fp32"]
+    assert report["paths"][1]["accuracy"]["prompts_equal"]
+
+
 @pytest.mark.parametrize("ties", [False, True])
 def test_authors_greedy_is_spec_matching_bit_for_bit(ties):
     rng = np.random.default_rng(5)

@@ -69,6 +69,14 @@ def test_normalize_uses_the_named_statistics():
         assert x.shape == (3, 1024, 1024) and x.dtype == np.float32
         ref = (rgb.astype(np.float64) - mean) / std
         assert np.abs(x - ref.transpose(2, 0, 1)).max() < 1e-5
+        # bit for bit the float32 expression it replaces, into a strided slot of a batch too
+        chw = rgb.transpose(2, 0, 1).astype(np.float32)
+        f32 = [np.asarray(v, np.float32).reshape(3, 1, 1) for v in (mean, std)]
+        np.testing.assert_array_equal(x, (chw - f32[0]) / f32[1])
+        batch = np.zeros((2, 3, 1024, 1024), np.float32)
+        pp.normalize(rgb, name, out=batch[1])
+        np.testing.assert_array_equal(batch[1], x)
+        assert not batch[0].any()
     with pytest.raises(S3potInputError, match="sam"):
         pp.normalize(rgb, "imagenet")
 
@@ -185,3 +193,16 @@ def test_image_and_reference_may_differ_in_resolution():
     reference = np.zeros((1024, 1024, 3), np.uint8)
     prepared = pp.prepare_inputs(image, reference, np.full((512, 512), 6, np.uint8))
     assert prepared.input_size == (256, 256)  # outputs at the image's size
+
+
+def test_reference_key_names_the_reference_as_prepared():
+    """The reference cache's key comes with the sample: the same reference (any image beside it)
+    gives the same key; another reference or another normalisation another one."""
+    rng = np.random.default_rng(5)
+    image, other = (rng.integers(0, 256, (300, 240, 3), dtype=np.uint8) for _ in range(2))
+    reference = rng.integers(0, 256, (300, 240, 3), dtype=np.uint8)
+    parsing = np.ones((300, 240), np.uint8)
+    key = pp.prepare_inputs(image, reference, parsing).reference_key
+    assert key == pp.prepare_inputs(other, reference, parsing).reference_key
+    assert key != pp.prepare_inputs(image, other, parsing).reference_key
+    assert key != pp.prepare_inputs(image, reference, parsing, normalization="unit").reference_key

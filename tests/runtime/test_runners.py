@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import astronaut_sample
+from helpers import astronaut_sample, rel_l2
 from s3pot.core.errors import ExportError, S3potInputError
 from s3pot.core.io_table import ENCODER, FE, PIXELS, SA
 from s3pot.core.manifest import MANIFEST_NAME
@@ -216,6 +216,48 @@ def test_torch_bf16_autocast_on_the_cpu(tiny_torch_model, torch_pipeline):
     assert iou(seg.occlusion, torch_pipeline.segment(*OBAMA).occlusion) > 0.9
     with pytest.raises(S3potInputError, match="fp16 runs on CUDA only"):
         TorchRunner(tiny_torch_model, device="cpu", precision="fp16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_torch_cuda_selects_prompts_on_the_device(tiny_torch_model, precision):
+    """FE's tokens stay on the GPU for the CUDA kernels: the same prompts as the CPU kernel on the
+    same tokens copied to the host, and the same segmentation as with selector 'numba'."""
+    from s3pot.kernels import select_prompts
+
+    runner = TorchRunner(tiny_torch_model, device="cuda", precision=precision).activate()
+    z = runner.encode(np.random.default_rng(3).standard_normal((2, 3, 1024, 1024), np.float32))
+    point = np.full((2, 1, 2), 520.0, np.float32)
+    face_mask = np.zeros((64, 64), bool)
+    face_mask[16:48, 20:44] = True
+    timings = {}
+    got = runner.select(z, point, face_mask, "auto", timings)
+    tokens = runner.enhance(z, point)
+    want = select_prompts(tokens[0], tokens[1], face_mask, "numba")
+    assert runner._cuda_kernels and set(timings) == {"fe", "prompt_selection"}
+    np.testing.assert_array_equal(got.occlusion, want.occlusion)
+    np.testing.assert_array_equal(got.face, want.face)
+    on_gpu, on_cpu = Pipeline(runner).segment(*OBAMA), Pipeline(runner, selector="numba").segment(*OBAMA)
+    np.testing.assert_array_equal(on_gpu.occlusion_tokens, on_cpu.occlusion_tokens)
+    np.testing.assert_array_equal(on_gpu.occlusion, on_cpu.occlusion)
+
+
+@pytest.mark.gpu
+def test_torch_fp32_on_cuda_is_not_tf32(tiny_torch_model):
+    """FP32 means FP32 on the GPU too: with TF32 forced on around it, the runner's encoder still
+    equals a TF32-free eager run to FP32 rounding, and the process's flags come back as they were."""
+    import torch
+
+    pixels = np.random.default_rng(4).standard_normal((1, 3, 1024, 1024), np.float32)
+    runner = TorchRunner(tiny_torch_model, device="cuda", cuda_graphs=False).activate()
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    strict = runner.encode(pixels)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        assert rel_l2(runner.encode(pixels), strict) < 1e-5
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def test_auto_chooses_and_says_why(tiny_export_dir):

@@ -48,10 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
-from s3pot.core.errors import ExportError, MissingDependencyError, NoGpuError, S3potError, S3potInputError
+from s3pot.core.errors import ExportError, MissingDependencyError, NoGpuError, S3potError
 from s3pot.core.gpu import GpuInfo, query_gpu
-from s3pot.core.io_table import (ENCODER, ENHANCED_TOKENS, FE, IMAGE_EMBEDDINGS, INITIAL_POINT,
-                                 PAIR_BATCH, Dim, StageIO, TensorSpec, get_stage)
+from s3pot.core.io_table import (ENCODER, ENHANCED_TOKENS, FE, Dim, StageIO, TensorSpec, get_stage)
 from s3pot.core.tensorrt import import_tensorrt, tensorrt_major
 
 from ..base import SELECTION_TIMING, Runner, RunnerInfo, timed
@@ -400,21 +399,12 @@ class TensorRTRunner(Runner):
         :class:`~s3pot.kernels.reference.PromptSelection`; adds the seconds of ``"fe"`` and
         ``"prompt_selection"`` to ``timings`` when given.
         """
-        from s3pot.kernels.checks import check_face_mask
         from s3pot.kernels.selection import resolve_backend
 
         backend = "cuda" if selector == "auto" else resolve_backend(selector)
         if backend != "cuda":
             return super().select(embeddings, point, face_mask, backend, timings)
-        where = f"{self.name} stage {FE.name!r} (prompt selection)"
-        feeds = FE.check_feeds({IMAGE_EMBEDDINGS: embeddings, INITIAL_POINT: point}, where=where)
-        batch = feeds[IMAGE_EMBEDDINGS].shape[0]
-        if batch != PAIR_BATCH:
-            raise S3potInputError(f"{where}: expected a batch of {PAIR_BATCH} (the image and its "
-                                  f"reference), got {batch}")
-        check_face_mask(face_mask)  # refused before FE runs
-        if not self.is_active:
-            self.activate()
+        feeds = self._device_select_feeds(embeddings, point, face_mask)
         from s3pot.kernels import cuda as kernels
 
         state = self._stages[FE.name]

@@ -1,7 +1,7 @@
 """Runs the four stages through :class:`s3pot.models.S3POT`: the reference every other backend is
 checked against, and a fast path on a GPU without TensorRT.
 
-Precision ``fp32`` runs the modules as they are. ``fp16`` / ``bf16`` run them under autocast
+Precision ``fp32`` runs the modules as they are, in true FP32 (TF32 off, :func:`fp32_math`). ``fp16`` / ``bf16`` run them under autocast
 (matrix products and SAM's attention, which is ``scaled_dot_product_attention`` and so takes
 PyTorch's flash / memory-efficient kernels on a GPU, in half precision; norms and softmax in
 float32); ``bf16`` also runs on CPUs with AVX512-BF16 or AMX. On CUDA, the fixed-shape stages
@@ -11,14 +11,17 @@ at a time (``base.CPU_ENCODER_BATCH``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
+import numpy as np
 import torch
 
 from s3pot.core.errors import S3potInputError
 from s3pot.core.io_table import DECODER, ENCODER, FE, PIXELS, SA, get_stage
 
-from ..base import CPU_ENCODER_BATCH, ModelContext, Runner, RunnerInfo, encode_in_parts
+from ..base import (CPU_ENCODER_BATCH, SELECTION_TIMING, ModelContext, Runner, RunnerInfo,
+                    encode_in_parts, timed)
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,21 @@ STAGE_METHODS = {ENCODER.name: "encode", FE.name: "enhance", SA.name: "reweight"
                  DECODER.name: "decode"}
 #: Stages whose shapes are fixed per batch size, so a CUDA graph per batch size can replay them.
 GRAPHED_STAGES = (ENCODER.name, FE.name)
+
+
+@contextlib.contextmanager
+def fp32_math():
+    """FP32 that is FP32 on a GPU: PyTorch lets cuDNN run convolutions in TF32 by default (10-bit
+    mantissa; SAM's patch embedding and neck then put the encoder about 5e-4 off in relative L2
+    on an H100), and ``torch.set_float32_matmul_precision`` can do the same to matrix products.
+    Both are switched off inside, and restored after."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -80,6 +98,7 @@ class TorchRunner(Runner):
         self._pool = None  # one memory pool shared by every captured graph
         # CUDA graph replay shares its static buffers: one call at a time there.
         self.thread_safe = self.device.type == "cpu"
+        self._cuda_kernels: bool | None = None  # numba.cuda usable (asked once, by select)
 
     def _activate(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -106,7 +125,8 @@ class TorchRunner(Runner):
 
     def _call(self, fn, tensors):
         if self.precision == "fp32":
-            return fn(*tensors)
+            with fp32_math():
+                return fn(*tensors)
         with torch.autocast(self.device.type, dtype=DTYPES[self.precision]):
             return fn(*tensors)
 
@@ -115,16 +135,59 @@ class TorchRunner(Runner):
                 and len(feeds[PIXELS]) > CPU_ENCODER_BATCH):
             return encode_in_parts(lambda part: self._infer(stage, part), feeds[PIXELS],
                                    CPU_ENCODER_BATCH)
-        io = get_stage(stage)
-        arrays = [feeds[name] for name in io.input_names]
         with torch.inference_mode():
-            tensors = [torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays]
-            fn = self._stage_fn(stage)
-            if self.use_graphs and stage in GRAPHED_STAGES:
-                out = self._replay(stage, fn, tensors)
-            else:
-                out = self._call(fn, tensors)
-            return {io.output_names[0]: out.float().cpu().numpy()}
+            out = self._device_infer(stage, feeds)
+            return {get_stage(stage).output_names[0]: out.float().cpu().numpy()}
+
+    def _device_infer(self, stage: str, feeds: dict) -> torch.Tensor:
+        """``stage`` on checked host feeds; its output as a tensor on the runner's device."""
+        arrays = [feeds[name] for name in get_stage(stage).input_names]
+        tensors = [torch.from_numpy(a).to(self.device, non_blocking=True) for a in arrays]
+        fn = self._stage_fn(stage)
+        if self.use_graphs and stage in GRAPHED_STAGES:
+            return self._replay(stage, fn, tensors)
+        return self._call(fn, tensors)
+
+    def select(self, embeddings: np.ndarray, point: np.ndarray, face_mask: np.ndarray,
+               selector: str = "auto", timings: dict | None = None):
+        """FE, then prompt selection (SPEC stages 3-4). On CUDA with ``selector`` ``"auto"`` or
+        ``"cuda"``, FE's output stays on the GPU and :func:`s3pot.kernels.cuda.select_prompts_cuda`
+        reads it there (as on the TensorRT runner), instead of copying 8 MB of tokens to the host
+        for the CPU kernel; ``"auto"`` keeps the CPU kernel where numba.cuda cannot run (said once
+        in the log). See :meth:`Runner.select`."""
+        if not self._device_selection(selector):
+            return super().select(embeddings, point, face_mask, selector, timings)
+        from s3pot.kernels.cuda import numba_cuda, select_prompts_cuda
+
+        feeds = self._device_select_feeds(embeddings, point, face_mask)
+        with torch.inference_mode():
+            with timed(timings, FE.name):
+                tokens = self._device_infer(FE.name, feeds).float()  # 2 x 4096 x 256, Z_e, Z_re
+                torch.cuda.current_stream(self.device).synchronize()  # numba: its own stream
+            with timed(timings, SELECTION_TIMING), numba_cuda().gpus[self._index]:
+                return select_prompts_cuda(tokens[0], tokens[1], face_mask)
+
+    @property
+    def _index(self) -> int:
+        return self.device.index if self.device.index is not None else torch.cuda.current_device()
+
+    def _device_selection(self, selector: str) -> bool:
+        """Whether :meth:`select` runs the CUDA kernels on FE's device output."""
+        if selector not in ("auto", "cuda") or self.device.type != "cuda":
+            return False
+        if selector == "cuda":
+            return True
+        if self._cuda_kernels is None:
+            from s3pot.core.errors import MissingDependencyError
+            from s3pot.kernels.cuda import numba_cuda
+
+            try:
+                numba_cuda()
+                self._cuda_kernels = True
+            except MissingDependencyError as exc:
+                log.warning("prompt selection on the CPU: %s", exc)
+                self._cuda_kernels = False
+        return self._cuda_kernels
 
     def _replay(self, stage: str, fn, tensors):
         """Run ``fn`` through the CUDA graph captured for these input shapes (captured on first
