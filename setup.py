@@ -39,8 +39,10 @@ setup(
         # scaled_dot_product_attention works.
         "torch": ["torch>=2.1", "onnx>=1.16", "onnxsim>=0.4.36"],
         # TensorRT engines: s3pot build and --backend tensorrt (an NVIDIA driver is needed to
-        # install and run them). cuda-python gives the runtime its CUDA graphs.
-        "gpu": ["tensorrt>=10", "polygraphy>=0.49", "cuda-python>=12", "numba-cuda>=0.10"],
+        # install and run them). cuda-python gives the runtime its CUDA graphs. numba-cuda (0.30.4,
+        # the newest) compiles no kernel under numpy 2.5, which removed np.row_stack.
+        "gpu": ["tensorrt>=10", "polygraphy>=0.49", "cuda-python>=12", "numba-cuda>=0.10",
+                "numpy<2.5"],
         # Parity oracle and test tools; segment-anything is imported without its torchvision-bound
         # package __init__ (see tests/oracle.py).
         "test": ["pytest>=8", "pytest-xdist>=3", "segment-anything==1.0", "scikit-image>=0.22",

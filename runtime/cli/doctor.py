@@ -112,10 +112,12 @@ def _numba_rows(rows: list) -> None:
                  f"numba {_version('numba')}; " + ("compiled and cached" if warm else
                                                    "not compiled yet (the first run compiles them, "
                                                    "about 25 s)")))
-    cuda_python = _version("cuda-python")
+    # cuda-python's runtime bindings ship as cuda-bindings (12.6 on; PyTorch's CUDA 13 wheels
+    # bring it without the cuda-python meta package)
+    name, cuda_python = package_version("cuda-python", "cuda-bindings")
     rows.append(("cuda-python", OK if cuda_python else WARN,
-                 cuda_python or "not installed: TensorRT runs without CUDA graphs "
-                                "(pip install 'cuda-python>=12')"))
+                 f"{name} {cuda_python}" if cuda_python else
+                 "not installed: TensorRT runs without CUDA graphs (pip install 'cuda-python>=12')"))
 
 
 def _model_rows(rows: list, folder: Path, gpu, trt_version: str | None) -> bool:
