@@ -66,6 +66,7 @@ def numba_cuda():
 NUMBA_CUDA_WITHOUT_NUMPY_2_5 = (0, 30, 4)
 
 
+@functools.cache  # (numba_cuda() is called on every launch; the answer cannot change)
 def _check_numpy_for_numba_cuda() -> None:
     import numpy as np
 

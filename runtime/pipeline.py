@@ -83,9 +83,7 @@ class ReferenceCache:
         """Content key of one normalised reference, ``3 x 1024 x 1024`` float32."""
         return hashlib.sha256(np.ascontiguousarray(pixels).data).hexdigest()
 
-    def get(self, key: str | None) -> np.ndarray | None:
-        if key is None:
-            return None
+    def get(self, key: str) -> np.ndarray | None:
         with self._lock:
             value = self._items.get(key)
             if value is not None:
@@ -223,20 +221,18 @@ class Pipeline:
     def _encode(self, prepared: list[Prepared]) -> list[np.ndarray]:
         """Z and Z_r of every sample: images always, references unless cached (each distinct
         reference once), in encoder batches of at most ``MAX_IMAGE_BATCH``."""
-        if self.references.size > 0 or len(prepared) > 1:
-            keys = [p.reference_key or ReferenceCache.key(p.pixels[1]) for p in prepared]
-        else:  # one sample and no cache: nothing to look up or share, no hashing
-            keys = [None]
+        # (prepare_inputs keys the reference by its 8-bit pixels; other samples are hashed here)
+        keys = [p.reference_key or ReferenceCache.key(p.pixels[1]) for p in prepared]
         references = {key: self.references.get(key) for key in dict.fromkeys(keys)}
         hits = sum(1 for key in keys if references[key] is not None)
-        items = [p.pixels[0] for p in prepared]  # 3 x 1024 x 1024 each
         missing = [key for key, z in references.items() if z is None]
-        first_missing = {key: keys.index(key) for key in missing}
-        items += [prepared[first_missing[key]].pixels[1] for key in missing]
         encoded = []
         if len(prepared) == 1:  # the sample's own pixels (image, then the reference if missing)
             batches = [prepared[0].pixels if missing else prepared[0].pixels[:1]]
         else:
+            first_missing = {key: keys.index(key) for key in missing}
+            items = [p.pixels[0] for p in prepared]  # 3 x 1024 x 1024 each
+            items += [prepared[first_missing[key]].pixels[1] for key in missing]
             batches = [np.stack(items[begin:begin + MAX_IMAGE_BATCH])  # B x 3 x 1024 x 1024
                        for begin in range(0, len(items), MAX_IMAGE_BATCH)]
         for batch in batches:
@@ -249,7 +245,7 @@ class Pipeline:
             self.stats.images_encoded += len(prepared)
             self.stats.references_encoded += len(missing)
             self.stats.reference_cache_hits += hits
-            self.stats.encoder_calls += -(-len(items) // MAX_IMAGE_BATCH)
+            self.stats.encoder_calls += len(batches)
         return [np.stack([z, references[key]]) for z, key in zip(images, keys)]
 
     def _segment_encoded(self, prepared: Prepared, z: np.ndarray, timings: dict) -> Segmentation:
