@@ -44,7 +44,7 @@ setup(
         "gpu": ["tensorrt>=10", "polygraphy>=0.49", "cuda-python>=12", "numba-cuda>=0.10",
                 "numpy<2.5"],
         # Parity oracle and test tools; segment-anything is imported without its torchvision-bound
-        # package __init__ (see tests/oracle.py).
+        # package __init__ (see benchmarks/official_sam.py).
         "test": ["pytest>=8", "pytest-xdist>=3", "segment-anything==1.0", "scikit-image>=0.22",
                  "polygraphy>=0.49"],
         # Training (s3pot train, s3pot fit-image) beside the torch extra: the training curve.
@@ -54,8 +54,10 @@ setup(
         "face": ["ai-edge-litert>=1.2"],
         # OpenVINO runs the exported graphs on the CPU, FP32 or BF16 (--backend openvino).
         "openvino": ["openvino>=2025.0"],
-        # Benchmarks: charts, OpenVINO beside ONNX Runtime, onnxslim beside onnxsim.
-        "bench": ["matplotlib>=3.7", "openvino>=2025.0", "onnxslim>=0.1.80"],
+        # Benchmarks: charts, OpenVINO beside ONNX Runtime, onnxslim beside onnxsim, and the
+        # official segment-anything modules, which the authors' code (the baseline) runs.
+        "bench": ["matplotlib>=3.7", "openvino>=2025.0", "onnxslim>=0.1.80",
+                  "segment-anything==1.0"],
     },
     entry_points={"console_scripts": ["s3pot = s3pot.runtime.cli:main"]},
 )

@@ -8,7 +8,10 @@ loops; SAM's bilinear upsampling in PyTorch. It is written here, on the same dec
 the same weights as the pipeline, so that the pipeline's gains are measured and not assumed; its
 prompts must equal the pipeline's (``s3pot bench`` checks that in every run).
 
-The modules are S3POT's own (:class:`s3pot.models.S3POT`): what differs is how they are driven.
+SAM's parts (image encoder, prompt encoder, mask decoder, and the two-way transformer FE runs) are
+the official ``segment-anything`` modules, which the authors' code builds on, loaded with the
+weights of the :class:`s3pot.models.S3POT` under test (:mod:`.official_sam`); FE's output tokens
+and the SA layer are S3POT's own blocks, whose code the authors have not released.
 """
 from __future__ import annotations
 
@@ -61,16 +64,74 @@ def authors_greedy(sim: np.ndarray) -> np.ndarray:
 
 
 class AuthorsPipeline:
-    """S3POT driven the authors' way over an :class:`~s3pot.models.S3POT` (eval mode, CPU or GPU,
-    FP32). ``segment`` takes a :class:`~s3pot.runtime.preprocess.Prepared` sample, so that it sees
-    exactly the pixels the pipeline sees."""
+    """S3POT driven the authors' way: the official SAM modules with the weights of ``model`` (an
+    :class:`~s3pot.models.S3POT` of ``variant``), FP32, on the CPU or a GPU. ``segment`` takes a
+    :class:`~s3pot.runtime.preprocess.Prepared` sample, so that it sees exactly the pixels the
+    pipeline sees."""
 
-    def __init__(self, model, device: str = "cpu") -> None:
+    def __init__(self, model, variant: str, device: str = "cpu") -> None:
         import torch
+
+        from s3pot.models.registry import get_variant
+
+        from .official_sam import official_parts
 
         self.torch = torch
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
+        self.sam = official_parts(self.model, get_variant(variant))
+        for part in ("image_encoder", "prompt_encoder", "mask_decoder", "fe_transformer"):
+            getattr(self.sam, part).to(self.device)
+
+    @property
+    def modules(self) -> str:
+        """Where SAM's parts come from, for the report."""
+        return (f"SAM's prompt encoder, mask decoder and two-way transformer from segment-anything, "
+                f"image encoder from {self.sam.encoder_source}; FE tokens and SA from s3pot")
+
+    def time_own_encoder(self, prepared) -> float:
+        """Seconds of one call of the S3POT model's own PyTorch encoder on the sample's image, the
+        same computation as the official module's (tested to 1e-5), for the report: how much of
+        the baseline's encoder time is the official module's way of computing it."""
+        from s3pot.runtime.backends.torch.runner import fp32_math
+
+        image = self.torch.from_numpy(prepared.pixels[0:1]).to(self.device)
+        with self.torch.inference_mode(), fp32_math():
+            start = time.perf_counter()
+            self.model.encode(image)
+            self._sync()
+            return time.perf_counter() - start
+
+    def encode(self, pixels):
+        """``1 x 3 x 1024 x 1024`` to ``1 x 256 x 64 x 64``, one image a call."""
+        return self.sam.image_encoder(pixels)
+
+    def enhance(self, embeddings, point):
+        """FE as SAM's decoder runs its transformer: the output tokens and the point prompt's
+        embedding against the image tokens; the updated image tokens, ``4096 x 256``."""
+        labels = self.torch.full(point.shape[:2], LABEL_POSITIVE, dtype=self.torch.int64,
+                                 device=self.device)
+        sparse, dense = self.sam.prompt_encoder(points=(point, labels), boxes=None, masks=None)
+        fe = self.model.fe
+        tokens = self.torch.cat([fe.iou_token.weight, fe.mask_tokens.weight], dim=0)[None]
+        tokens = self.torch.cat([tokens, sparse], dim=1)
+        _, keys = self.sam.fe_transformer(embeddings + dense, self.sam.prompt_encoder.get_dense_pe(),
+                                          tokens)
+        return keys[0]
+
+    def reweight(self, points, labels):
+        """SAM's point embedding (with its padding point), then S3POT's SA layer."""
+        sparse, _ = self.sam.prompt_encoder(points=(points, labels), boxes=None, masks=None)
+        return self.model.sa(sparse)
+
+    def decode(self, embeddings, prompts):
+        """SAM's mask decoder, single-mask output: ``1 x 1 x 256 x 256`` logits."""
+        _, dense = self.sam.prompt_encoder(points=None, boxes=None, masks=None)
+        masks, _ = self.sam.mask_decoder(
+            image_embeddings=embeddings, image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=prompts, dense_prompt_embeddings=dense,
+            multimask_output=False)
+        return masks
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -93,8 +154,8 @@ class AuthorsPipeline:
             start = time.perf_counter()
             image = torch.from_numpy(prepared.pixels[0:1]).to(self.device)  # 1 x 3 x 1024 x 1024
             reference = torch.from_numpy(prepared.pixels[1:2]).to(self.device)
-            z = self.model.encode(image)  # 1 x 256 x 64 x 64
-            z_r = self.model.encode(reference)
+            z = self.encode(image)  # 1 x 256 x 64 x 64
+            z_r = self.encode(reference)
             start = clock(ENCODER.name, start)
 
             # initial prompt: cosine similarity per token, best face token (first on a tie)
@@ -106,8 +167,8 @@ class AuthorsPipeline:
 
             point = torch.tensor([[list(TOKEN_CENTERS[token])]], dtype=torch.float32,
                                  device=self.device)  # 1 x 1 x 2
-            z_e = self.model.enhance(z, point)[0]  # 4096 x 256
-            z_re = self.model.enhance(z_r, point)[0]
+            z_e = self.enhance(z, point)  # 4096 x 256
+            z_re = self.enhance(z_r, point)
             start = clock(FE.name, start)
 
             # prompt selection: S = R . Z_e^T in PyTorch, then the sorted scan in Python
@@ -131,10 +192,10 @@ class AuthorsPipeline:
                 labels.append(LABEL_NEGATIVE)
             points = torch.tensor([coords], dtype=torch.float32, device=self.device)  # 1 x N x 2
             point_labels = torch.tensor([labels], dtype=torch.float32, device=self.device)
-            prompts = self.model.reweight(points, point_labels)  # 1 x (N + 1) x 256
+            prompts = self.reweight(points, point_labels)  # 1 x (N + 1) x 256
             start = clock(SA.name, start)
 
-            low_res = self.model.decode(z, prompts)  # 1 x 1 x 256 x 256
+            low_res = self.decode(z, prompts)  # 1 x 1 x 256 x 256
             start = clock(DECODER.name, start)
 
             full = torch.nn.functional.interpolate(low_res, (IMAGE_SIZE, IMAGE_SIZE),

@@ -82,7 +82,8 @@ def run_baseline(config: dict, prepare) -> tuple[dict, dict]:
     start = time.perf_counter()
     from s3pot.runtime.backends.torch import load_model
 
-    pipeline = AuthorsPipeline(load_model(_spec(config))[0], device=config["path"]["device"])
+    pipeline = AuthorsPipeline(load_model(_spec(config))[0], config["variant"],
+                               device=config["path"]["device"])
     build = time.perf_counter() - start
     runs = []
     for index in range(config["warmup"] + config["runs"]):
@@ -95,13 +96,15 @@ def run_baseline(config: dict, prepare) -> tuple[dict, dict]:
             first = result
         if index >= config["warmup"]:
             runs.append(timings)
+    own = pipeline.time_own_encoder(prepare())
     arrays = _result_arrays(result)
     for stage, (feeds, output) in first.stage_io.items():
         arrays[f"output:{stage}"] = output
         for name, value in feeds.items():
             arrays[f"feed:{stage}:{name}"] = value
     return {"build_s": build, "runs": runs, "video_runs": [], "runner": "PyTorch eager FP32, the "
-            "authors' way (separate encoder calls, Python greedy scan)"}, arrays
+            f"authors' way (separate encoder calls, Python greedy scan; {pipeline.modules})",
+            "encoder_source": pipeline.sam.encoder_source, "own_encoder_s": own}, arrays
 
 
 def run_pipeline(config: dict, prepare) -> tuple[dict, dict]:

@@ -129,6 +129,12 @@ def headline_lines(report: dict) -> list[str]:
         lines.append(f"Fastest reduced-precision path: {h['name']}, {h['speedup']:.2f}x the "
                      f"baseline, mask IoU {h['mask_iou']:.4f} against the baseline's FP32 mask, "
                      f"same prompt on {h['prompt_agreement'] * 100:.1f}% of face tokens.")
+    base = report["paths"][0]
+    if base.get("own_encoder_s"):
+        lines.append(f"The baseline's image encoder ({base['encoder_source']}) took "
+                     f"{base['encoder_per_image_s']:.2f} s per image; this repository's PyTorch "
+                     f"module of the same encoder took {base['own_encoder_s']:.2f} s in one call "
+                     "on the same image in the same process.")
     d = head["dominant"]
     lines.append(f"What is left: on {d['path']}, the {STAGE_LABELS[d['stage']]} takes "
                  f"{d['share'] * 100:.0f}% of a sample.")

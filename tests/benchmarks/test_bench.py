@@ -58,6 +58,8 @@ def test_tiny_bench_fills_every_stage_of_every_path(tiny_bench):
     assert report["weights"]["kind"] == "random" and "random weights" in report["weights"]["label"]
     assert report["floor"]["flops"]["encoder"] > 1e9 and report["floor"]["rates"]
     assert report["environment"]["cores"] >= 1 and report["environment"]["versions"]["numpy"]
+    baseline = report["paths"][0]  # the official encoder, with the repository's own timed beside it
+    assert baseline["encoder_source"] == "segment-anything" and baseline["own_encoder_s"] > 0
 
 
 def test_tiny_bench_writes_markdown_and_chart(tiny_bench):
@@ -172,3 +174,48 @@ def test_gpu_run_script_says_when_there_is_no_gpu(tmp_path):
     proc = subprocess.run(["bash", str(script), str(tmp_path / "gpu")], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "no NVIDIA GPU answers nvidia-smi" in proc.stderr
+
+
+@pytest.mark.parametrize("variant, encoder_module", [
+    ("tiny", "segment_anything.modeling.image_encoder"),
+    ("tiny_mobile", "s3pot.models.tiny_vit"),  # MobileSAM's own code is not packaged
+])
+def test_baseline_runs_the_official_sam_modules(variant, encoder_module):
+    """The authors' code runs segment-anything's modules: the baseline does too, with the model's
+    weights, and every stage gives what S3POT's own stage gives on the same inputs (relative L2
+    < 1e-5); on ``tiny`` the whole sample gives the model's own prompts and logits. (Random
+    ``tiny_mobile`` weights make near-identical tokens, so its initial prompt is a tie.)"""
+    import torch
+
+    from s3pot.benchmarks.baseline import AuthorsPipeline
+    from s3pot.benchmarks.bench import DATA, SAMPLE
+    from s3pot.core.io_table import (DECODER, ENCODER, FE, IMAGE_EMBEDDINGS, INITIAL_POINT, PIXELS,
+                                     POINT_COORDS, POINT_LABELS, SA, SPARSE_PROMPTS)
+    from s3pot.export.onnx_export import rel_l2
+    from s3pot.models import build_s3pot
+    from s3pot.runtime.preprocess import prepare_inputs
+
+    model = build_s3pot(variant, random_weights=True, seed=4)
+    pipeline = AuthorsPipeline(model, variant)
+    sam = pipeline.sam
+    assert type(sam.image_encoder).__module__ == encoder_module
+    for part in (sam.prompt_encoder, sam.mask_decoder, sam.fe_transformer):
+        assert type(part).__module__.startswith("segment_anything.modeling.")
+    prepared = prepare_inputs(*(str(DATA / name) for name in SAMPLE))
+    got = pipeline.segment(prepared, record=True)
+    io = {stage: ({k: torch.from_numpy(v) for k, v in feeds.items()}, out)
+          for stage, (feeds, out) in got.stage_io.items()}
+    with torch.inference_mode():
+        own = {ENCODER.name: model.encode(io[ENCODER.name][0][PIXELS]),
+               FE.name: model.enhance(io[FE.name][0][IMAGE_EMBEDDINGS], io[FE.name][0][INITIAL_POINT]),
+               SA.name: model.reweight(io[SA.name][0][POINT_COORDS], io[SA.name][0][POINT_LABELS]),
+               DECODER.name: model.decode(io[DECODER.name][0][IMAGE_EMBEDDINGS],
+                                          io[DECODER.name][0][SPARSE_PROMPTS])}
+        for stage, value in own.items():
+            assert rel_l2(value.numpy(), io[stage][1]) < 1e-5, stage
+        if variant == "tiny":
+            want = model(torch.from_numpy(prepared.pixels), prepared.face_mask)
+            assert got.initial_token == want.initial_token
+            assert np.array_equal(got.occlusion_tokens, want.occlusion_tokens)
+            assert np.array_equal(got.face_tokens, want.face_tokens)
+            assert rel_l2(got.low_res_logits, want.low_res_logits[0, 0].numpy()) < 1e-5
