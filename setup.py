@@ -22,6 +22,7 @@ setup(
               for folder in FOLDERS for sub in ["", *find_packages(folder)]],
     package_dir={f"s3pot.{folder}": folder for folder in FOLDERS},
     package_data={"s3pot.benchmarks": ["data/*.jpg", "data/*.png", "data/*.npy", "data/*.md"],
+                  "s3pot.export": ["calibration/*.jpg", "calibration/*.md"],
                   "s3pot.frontend": ["models/*.tflite", "models/*.md", "models/*.txt"]},
     # The base install runs exported graphs (s3pot segment --backend onnxruntime --model DIR):
     # no torch, no onnx. Each extra adds one job's packages.
@@ -52,12 +53,15 @@ setup(
         # The front end (s3pot prepare, s3pot segment --video): MediaPipe's face models, shipped in
         # s3pot.frontend, run by Google's LiteRT.
         "face": ["ai-edge-litert>=1.2"],
-        # OpenVINO runs the exported graphs on the CPU, FP32 or BF16 (--backend openvino).
+        # OpenVINO runs the exported graphs on the CPU, FP32, BF16 or with the INT8 encoder
+        # (--backend openvino); NNCF makes that encoder (s3pot quantize).
         "openvino": ["openvino>=2025.0"],
+        "quantize": ["openvino>=2025.0", "nncf>=3.0"],
         # Benchmarks: charts, OpenVINO beside ONNX Runtime, onnxslim beside onnxsim, and the
-        # official segment-anything modules, which the authors' code (the baseline) runs.
+        # official segment-anything modules, which the authors' code (the baseline) runs, and
+        # NNCF for the INT8 encoder.
         "bench": ["matplotlib>=3.7", "openvino>=2025.0", "onnxslim>=0.1.80",
-                  "segment-anything==1.0"],
+                  "segment-anything==1.0", "nncf>=3.0"],
     },
     entry_points={"console_scripts": ["s3pot = s3pot.runtime.cli:main"]},
 )

@@ -105,9 +105,13 @@ def available_paths(gpu: bool, folder: Path | None = None) -> list[BenchPath]:
         if gpu:
             paths.append(BenchPath("onnxruntime", "fp16", device))
     if not gpu and installed("openvino"):
+        from s3pot.core.quantized import int8_present
         from s3pot.runtime.backends.openvino import cpu_precisions
 
-        paths += [BenchPath("openvino", precision, "cpu") for precision in cpu_precisions()]
+        # INT8 where the CPU has VNNI / AMX and the encoder is quantized or NNCF can quantize it
+        int8 = installed("nncf") or (folder is not None and int8_present(folder))
+        paths += [BenchPath("openvino", precision, "cpu") for precision in cpu_precisions()
+                  if precision != "int8" or int8]
     if gpu and installed("tensorrt") and folder is not None:
         from s3pot.runtime.backends.auto import engines_present
 
@@ -128,9 +132,10 @@ def onnxruntime_cuda() -> bool:
 GRAPH_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 
-#: Paths left out unless their backend is named: PyTorch FP32 on the CPU runs the baseline's own
-#: modules (only the kernels around them differ), and it is the slowest path after the baseline.
-ON_REQUEST = {("torch", "fp32", "cpu")}
+#: Paths left out unless their backend is named: PyTorch on the CPU (FP32, and BF16 under
+#: autocast) runs the PyTorch modules eagerly, which no deployment on a CPU would; the exported
+#: graphs in ONNX Runtime and OpenVINO are the CPU paths (and `s3pot bench` stays within 10 minutes).
+ON_REQUEST = {("torch", "fp32", "cpu"), ("torch", "bf16", "cpu")}
 
 
 def select_paths(paths: list[BenchPath], backends, precisions) -> list[BenchPath]:
@@ -197,6 +202,27 @@ def ensure_export(variant: str, weights: dict, out: Path, model: Path | None, gp
     say(f"exporting {variant} ({', '.join(precisions)}) to {folder} ...")
     manifest = export_folder(request, folder, progress=lambda m: say(f"  {m}"))
     return folder, manifest
+
+
+def ensure_int8(folder: Path, say) -> dict:
+    """The record of ``folder``'s INT8 encoder, quantized now (``s3pot quantize``, on the shipped
+    calibration faces) when the folder has none or only a stale one."""
+    from s3pot.core.errors import ExportError
+    from s3pot.core.manifest import read_manifest
+    from s3pot.core.quantized import check_int8, int8_present
+
+    manifest = read_manifest(folder)
+    if int8_present(folder):
+        try:
+            record = check_int8(folder, manifest)
+            say(f"reusing the INT8 encoder in {folder} (relative L2 "
+                f"{record['check']['rel_l2']:.2e} against FP32)")
+            return record
+        except ExportError as exc:
+            say(f"the INT8 encoder in {folder} is stale ({exc}); quantizing again")
+    from s3pot.export.openvino_int8 import quantize_encoder
+
+    return quantize_encoder(folder, say=lambda message: say(f"  {message}"))
 
 
 def _check_weights(recorded: dict, weights: dict, folder: Path) -> None:
@@ -327,6 +353,8 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
     else:  # PyTorch paths alone (a GPU machine without TensorRT or onnxruntime-gpu): no export
         folder = None
         context = resolve_context(None, None, None, get_variant(options.variant).normalization)
+    quantized = (ensure_int8(folder, say)
+                 if any(p.backend == "openvino" and p.precision == "int8" for p in paths) else None)
     sample = [str(DATA / name) for name in SAMPLE]
     config = {"variant": options.variant, "weights": weights, "model": str(folder),
               "normalization": context[0], "face_set": list(resolve_face_set(context[1])),
@@ -340,6 +368,8 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
               "warmup": options.warmup, "video_runs": config["video_runs"],
               "clock": ("perf_counter around each stage; every stage returns host arrays, so a GPU "
                         "stage's time includes its synchronisation"), "paths": []}
+    if quantized is not None:
+        report["int8_encoder"] = quantized
     with tempfile.TemporaryDirectory(prefix="s3pot-bench-") as scratch:
         scratch = Path(scratch)
         for index, path in enumerate(paths, 1):
@@ -392,9 +422,10 @@ def measure_floor(report: dict) -> dict:
 
     baseline = report["paths"][0]
     points = baseline["accuracy"]["face_tokens"]  # every face token is one prompt
-    flops = stage_flops(report["variant"], points)
+    flops, attention = stage_flops(report["variant"], points)
     rates = {entry["name"]: entry["gemm"] for entry in report["paths"] if "gemm" in entry}
-    return {"flops": flops, "gemm": {"m": GEMM_SHAPE[0], "k": GEMM_SHAPE[1], "n": GEMM_SHAPE[2]},
+    return {"flops": flops, "encoder_attention_flops": attention,
+            "gemm": {"m": GEMM_SHAPE[0], "k": GEMM_SHAPE[1], "n": GEMM_SHAPE[2]},
             "rates": rates, "prompts": points}
 
 
@@ -417,8 +448,14 @@ def finish(report: dict) -> None:
         entry["throughput_per_s"] = 1.0 / entry["total"]["median"]
         entry["encoder_per_image_s"] = entry["stages"]["encoder"]["median"] / IMAGES_PER_SAMPLE
         if floor and entry["name"] in floor["rates"]:
-            rate = floor["rates"][entry["name"]]["gflops"] * 1e9
+            measured = floor["rates"][entry["name"]]
+            rate = measured["gflops"] * 1e9
             entry["floor"] = {stage: {"seconds": flops / rate} for stage, flops in floor["flops"].items()}
+            if "float_gflops" in measured:  # INT8 encoder: its attention in floating point
+                attention = floor.get("encoder_attention_flops", 0.0)
+                entry["floor"]["encoder"]["seconds"] = (
+                    (floor["flops"]["encoder"] - attention) / rate
+                    + attention / (measured["float_gflops"] * 1e9))
             entry["floor"]["encoder"]["per_image_s"] = entry["encoder_per_image_s"]
             entry["floor"]["encoder"]["ratio"] = entry["encoder_per_image_s"] / entry["floor"]["encoder"]["seconds"]
     fp32 = [p for p in paths[1:] if not p["reduced"]]

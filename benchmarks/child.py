@@ -178,12 +178,15 @@ def main(argv=None) -> int:
     else:
         result, arrays = run_pipeline(config, prepare)
     if config.get("floor", True):  # the library's GEMM rate, in this process, right after its runs
-        from .floor import gemm_rate
+        from .floor import float_rate, gemm_rate
 
         library = "torch" if config["path"]["backend"] == "authors" else config["path"]["backend"]
-        gflops, what = gemm_rate(library, config["path"]["precision"], config["path"]["device"],
-                                 config["threads"])
+        where = (config["path"]["precision"], config["path"]["device"], config["threads"])
+        gflops, what = gemm_rate(library, *where)
         result["gemm"] = {"gflops": gflops, "measured": what}
+        floats = float_rate(library, *where)
+        if floats is not None:  # INT8: attention runs in floating point, at this rate
+            result["gemm"].update(float_gflops=floats[0], float_measured=floats[1])
     result["device_memory_bytes"] = _device_memory(config)
     result["peak_host_bytes"] = peak_host_bytes()
     out = Path(config["out"])

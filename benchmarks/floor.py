@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from s3pot.core.io_table import STAGES
+from s3pot.core.io_table import ENCODER, STAGES
 
 from . import median_seconds
 
@@ -28,9 +28,10 @@ GEMM_SHAPE = (4096, 768, 3072)
 GEMM_FLOPS = 2 * GEMM_SHAPE[0] * GEMM_SHAPE[1] * GEMM_SHAPE[2]
 
 
-def stage_flops(variant: str, num_points: int) -> dict[str, float]:
+def stage_flops(variant: str, num_points: int) -> tuple[dict[str, float], float]:
     """FLOPs of each exported stage for one sample: the encoder per image, FE on the pair, SA and
-    the decoder with ``num_points`` prompts (the run's own count)."""
+    the decoder with ``num_points`` prompts (the run's own count); and the encoder's attention
+    FLOPs (its batched products), which the INT8 encoder leaves in floating point."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -48,7 +49,10 @@ def stage_flops(variant: str, num_points: int) -> dict[str, float]:
         with FlopCounterMode(display=False) as counter:  # (no_grad trips its module hooks)
             STAGE_MODULES[stage](model)(*args)
         flops[stage] = float(counter.get_total_flops())
-    return flops
+        if stage == ENCODER.name:  # the encoder's batched products: attention and its bias terms
+            ops = counter.get_flop_counts().get("Global", {})
+            attention = float(sum(v for op, v in ops.items() if "bmm" in str(op)))
+    return flops, attention
 
 
 def _median_rate(fn, repeat: int = 5) -> float:
@@ -121,6 +125,38 @@ def openvino_rate(precision: str, threads: int = 0) -> float:
     return _median_rate(lambda: request.infer({0: a}))
 
 
+def openvino_int8_rate(threads: int = 0) -> float:
+    """OpenVINO's INT8 GEMM: the same product with FakeQuantize on the activation (asymmetric,
+    256 levels, per tensor) and the weight (symmetric, 255 levels, per output channel), the
+    pattern NNCF writes and OpenVINO's low-precision transformations run as an INT8 product."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    from s3pot.runtime.backends.openvino.loader import compile_config
+
+    a, b = _operands()
+    low, high = float(a.min()), float(a.max())
+    limit = np.abs(b).max(axis=0, keepdims=True)  # 1 x n: per output channel
+    x = ops.parameter(list(a.shape), ov.Type.f32, name="a")
+    fq_a = ops.fake_quantize(x, low, high, low, high, 256)
+    fq_b = ops.fake_quantize(ops.constant(b), -limit, limit, -limit, limit, 255)
+    model = ov.Model([ops.matmul(fq_a, fq_b, False, False)], [x], "gemm_int8")
+    compiled = ov.Core().compile_model(model, "CPU", compile_config("int8", threads))
+    request = compiled.create_infer_request()
+    return _median_rate(lambda: request.infer({0: a}))
+
+
+def float_rate(library: str, precision: str, device: str, threads: int = 0) -> tuple[float, str] | None:
+    """For the INT8 path, the rate of what it leaves in floating point (OpenVINO's BF16, or FP32
+    without BF16); None for every other path."""
+    if library != "openvino" or precision != "int8":
+        return None
+    from s3pot.runtime.backends.openvino.loader import cpu_precisions
+
+    floats = "bf16" if "bf16" in cpu_precisions() else "fp32"
+    return openvino_rate(floats, threads), f"openvino MatMul {floats} on cpu"
+
+
 def gemm_rate(library: str, precision: str, device: str, threads: int = 0) -> tuple[float, str]:
     """``(GFLOP/s, what was measured)`` of the library that runs a path. TensorRT cannot be timed
     without building an engine; its floor uses cuBLAS's rate through PyTorch (same GPU)."""
@@ -130,6 +166,8 @@ def gemm_rate(library: str, precision: str, device: str, threads: int = 0) -> tu
         if precision != "fp32":
             return torch_rate(precision, device, threads), f"torch.matmul {precision} (proxy)"
         return onnxruntime_rate(device, threads), f"onnxruntime MatMul fp32 on {device}"
+    if library == "openvino" and precision == "int8":
+        return openvino_int8_rate(threads), "openvino MatMul int8 (FakeQuantize inputs) on cpu"
     if library == "openvino":
         return openvino_rate(precision, threads), f"openvino MatMul {precision} on cpu"
     return torch_rate(precision, device, threads), f"torch.matmul {precision} on {device} (proxy)"

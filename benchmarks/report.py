@@ -105,7 +105,11 @@ def floor_table(report: dict) -> list[str]:
              f"{flops['decoder'] / 1e9:.2f} G at {floor['prompts']} prompts. GEMM "
              f"{floor['gemm']['m']}x{floor['gemm']['k']} by {floor['gemm']['k']}x{floor['gemm']['n']}:"]
     lines += [f"- {name}: {rate['gflops']:.0f} GFLOP/s ({rate['measured']}, measured by the "
-              "path's process after its runs)" for name, rate in floor["rates"].items()]
+              "path's process after its runs)"
+              + (f"; its encoder's attention ({floor.get('encoder_attention_flops', 0) / 1e9:.0f} G "
+                 f"per image) stays in floating point: {rate['float_gflops']:.0f} GFLOP/s "
+                 f"({rate['float_measured']})" if "float_gflops" in rate else "")
+              for name, rate in floor["rates"].items()]
     header = ["path", "encoder / image", "floor", "ratio", "FE", "FE floor", "decoder", "decoder floor"]
     rows = []
     for p in report["paths"]:

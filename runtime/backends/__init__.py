@@ -36,8 +36,9 @@ BACKENDS = {
     "openvino": ("s3pot.runtime.backends.openvino", "openvino", "'s3pot-rt[openvino]' (openvino)"),
 }
 AUTO = "auto"
-#: The precisions a runner may be asked for (torch adds bf16; graphs and engines come in fp32/fp16).
-RUN_PRECISIONS = ("fp32", "fp16", "bf16")
+#: The precisions a runner may be asked for (graphs and engines come in fp32/fp16; torch and
+#: openvino add bf16; openvino runs the int8 encoder of `s3pot quantize`).
+RUN_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,11 @@ def choose(spec) -> tuple[str, str]:
 
     if spec.folder is None:
         name, why = "torch", "no --model export folder: the PyTorch modules run"
+    elif spec.precision == "int8":
+        if not installed("openvino"):
+            raise MissingDependencyError("--backend auto --precision int8: the INT8 encoder runs "
+                                         "in OpenVINO, which is not installed: pip install openvino")
+        name, why = "openvino", "int8: the INT8 encoder of `s3pot quantize` runs in OpenVINO"
     else:
         missing = []
         if not engines_present(spec.folder, spec.precision):

@@ -23,6 +23,7 @@ TOOLS = {
     "segment": "segment",
     "export": "export",
     "build": "build",
+    "quantize": "quantize",
     "variants": "variants",
     "doctor": "doctor",
     "bench": "s3pot.benchmarks.cli",

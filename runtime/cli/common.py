@@ -72,8 +72,9 @@ def add_backend_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
                        help="export folder written by `s3pot export` (graphs, and engines of "
                             "`s3pot build`); its manifest fixes variant, weights and normalisation")
     group.add_argument("--precision", default="fp32", choices=RUN_PRECISIONS,
-                       help="fp32, fp16 (exported / built fp16, or torch on CUDA) or bf16 (torch, "
-                            "openvino on AVX512-BF16 / AMX CPUs) (default: fp32)")
+                       help="fp32, fp16 (exported / built fp16, or torch on CUDA), bf16 (torch, "
+                            "openvino on AVX512-BF16 / AMX CPUs) or int8 (openvino on VNNI / AMX "
+                            "CPUs, the encoder of `s3pot quantize`) (default: fp32)")
     group.add_argument("--threads", type=int, default=0,
                        help="CPU threads per stage (default: 0 = one per core)")
     return group

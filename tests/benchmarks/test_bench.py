@@ -37,7 +37,7 @@ def test_tiny_bench_fills_every_stage_of_every_path(tiny_bench):
     assert report == json.loads((out / "bench.json").read_text())
     names = [p["name"] for p in report["paths"]]
     assert names[0] == "baseline" and "onnxruntime fp32" in names
-    assert "torch fp32" not in names  # on request only: the baseline's own modules on the CPU
+    assert "torch fp32" not in names and "torch bf16" not in names  # on request only on a CPU
     for path in report["paths"]:
         assert path["status"] == "ok", path
         for stage in STAGE_KEYS:
@@ -58,6 +58,11 @@ def test_tiny_bench_fills_every_stage_of_every_path(tiny_bench):
     assert report["weights"]["kind"] == "random" and "random weights" in report["weights"]["label"]
     assert report["floor"]["flops"]["encoder"] > 1e9 and report["floor"]["rates"]
     assert report["environment"]["cores"] >= 1 and report["environment"]["versions"]["numpy"]
+    int8 = [p for p in report["paths"] if p["name"] == "openvino int8"]
+    for path in int8:  # the INT8 encoder's floor: its attention at the floating-point rate
+        assert path["gemm"]["float_gflops"] > 0 and path["floor"]["encoder"]["seconds"] > 0
+        assert report["int8_encoder"]["check"]["rel_l2"] <= report["int8_encoder"]["check"]["tolerance"]
+    assert report["floor"]["encoder_attention_flops"] > 0
     baseline = report["paths"][0]  # the official encoder, with the repository's own timed beside it
     assert baseline["encoder_source"] == "segment-anything" and baseline["own_encoder_s"] > 0
 

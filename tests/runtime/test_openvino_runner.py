@@ -76,7 +76,7 @@ def test_bf16_on_a_cpu_without_it_is_refused(tiny_export_dir, monkeypatch):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("precision", "fp16", "expected precision fp32 or bf16"),
+    ("precision", "fp16", "expected precision fp32, bf16, int8"),
     ("device", "cuda", "runs on the CPU"),
     ("folder", None, "expected an export folder"),
 ])

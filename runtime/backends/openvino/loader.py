@@ -20,16 +20,26 @@ log = logging.getLogger(__name__)
 
 CACHE_FOLDER = ".openvino"
 #: s3pot precision -> OpenVINO's INFERENCE_PRECISION_HINT (the graphs stay FP32 on disk).
-PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
+#: ``int8`` is the quantized encoder of ``s3pot quantize``; what it leaves in floating point, and
+#: the other stages, run at ``bf16`` where the CPU has it (see :func:`float_hint`).
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "bf16"}
 
 
 def cpu_precisions(core=None) -> list[str]:
     """The s3pot precisions this CPU runs natively in OpenVINO (``bf16`` needs AVX512-BF16 or
-    AMX; OpenVINO lists it as an optimisation capability then)."""
+    AMX, ``int8`` VNNI or AMX; OpenVINO lists them as optimisation capabilities then)."""
     import openvino as ov
 
     capabilities = (core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    return ["fp32"] + (["bf16"] if "BF16" in capabilities else [])
+    return (["fp32"] + (["bf16"] if "BF16" in capabilities else [])
+            + (["int8"] if "INT8" in capabilities else []))
+
+
+def float_hint(precision: str, available: list[str]) -> str:
+    """The inference-precision hint of ``precision`` on a CPU that runs ``available``: INT8's
+    floating-point rest falls back to FP32 where there is no BF16."""
+    hint = PRECISION_HINTS[precision]
+    return "f32" if hint == "bf16" and "bf16" not in available else hint
 
 
 def cache_dir(export: ExportFolder) -> Path | None:
@@ -41,27 +51,33 @@ def cache_dir(export: ExportFolder) -> Path | None:
     return root
 
 
-def compile_config(precision: str, threads: int = 0) -> dict:
+def compile_config(precision: str, threads: int = 0, available: list[str] | None = None) -> dict:
     """OpenVINO's CPU configuration for ``precision`` (latency hint: one request uses every core;
     ``threads`` > 0 caps them)."""
-    config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    hint = float_hint(precision, available if available is not None else list(PRECISION_HINTS))
+    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
     if threads > 0:
         config["INFERENCE_NUM_THREADS"] = threads
     return config
 
 
+#: What each reduced precision needs of the CPU, for the refusal.
+NEEDS = {"bf16": "AVX512-BF16 or AMX", "int8": "VNNI or AMX"}
+
+
 def compile_stage(core, export: ExportFolder, stage: str, *, precision: str, threads: int = 0,
-                  cache: bool = True):
-    """One stage's graph compiled for the CPU at ``precision`` (latency hint: one request uses
-    every core)."""
+                  cache: bool = True, model: Path | None = None):
+    """One stage compiled for the CPU at ``precision`` (latency hint: one request uses every
+    core): its graph in the export folder, or ``model`` (the INT8 encoder's IR) when given."""
     if precision not in PRECISION_HINTS:
-        raise S3potInputError(f"openvino: expected precision {' or '.join(PRECISION_HINTS)}, got "
+        raise S3potInputError(f"openvino: expected precision {', '.join(PRECISION_HINTS)}, got "
                               f"{precision!r}")
-    if precision not in cpu_precisions(core):
-        raise S3potInputError(f"openvino: precision {precision!r} needs a CPU with AVX512-BF16 or "
-                              f"AMX; this one runs {', '.join(cpu_precisions(core))}")
-    config = compile_config(precision, threads)
+    available = cpu_precisions(core)
+    if precision not in available:
+        raise S3potInputError(f"openvino: precision {precision!r} needs a CPU with "
+                              f"{NEEDS[precision]}; this one runs {', '.join(available)}")
+    config = compile_config(precision, threads, available)
     folder = cache_dir(export) if cache else None
     if folder is not None:
         config["CACHE_DIR"] = str(folder)
-    return core.compile_model(str(export.graphs[stage]), "CPU", config)
+    return core.compile_model(str(model or export.graphs[stage]), "CPU", config)

@@ -25,18 +25,23 @@ class OpenVinoRunner(Runner):
 
     Args:
         export: the checked export folder (its FP32 graphs).
-        precision: ``fp32`` or ``bf16`` (OpenVINO's inference precision on this CPU).
+        precision: ``fp32``, ``bf16`` (OpenVINO's inference precision on this CPU) or ``int8``.
         threads: inference threads (0: OpenVINO's default, one per core).
         cache: keep compiled models in OpenVINO's cache (see :mod:`.loader`).
+        int8_encoder: the checked INT8 encoder's IR (``int8`` only), compiled instead of the
+            encoder's graph.
     """
 
     name = "openvino"
     thread_safe = False
 
     def __init__(self, export: ExportFolder, *, precision: str = "fp32", threads: int = 0,
-                 cache: bool = True) -> None:
+                 cache: bool = True, int8_encoder=None) -> None:
         super().__init__(export.context)
+        if (precision == "int8") != (int8_encoder is not None):
+            raise ValueError("openvino runner: an INT8 encoder goes with precision int8, and only")
         self.export, self.precision, self.threads, self.cache = export, precision, threads, cache
+        self.int8_encoder = int8_encoder
         self.requests: dict = {}
 
     def _activate(self) -> None:
@@ -44,11 +49,14 @@ class OpenVinoRunner(Runner):
 
         core = ov.Core()
         compiled = {stage: compile_stage(core, self.export, stage, precision=self.precision,
-                                         threads=self.threads, cache=self.cache)
+                                         threads=self.threads, cache=self.cache,
+                                         model=self.int8_encoder if stage == ENCODER.name else None)
                     for stage in self.export.graphs}
         self.requests = {stage: model.create_infer_request() for stage, model in compiled.items()}
         used = next(iter(compiled.values())).get_property("INFERENCE_PRECISION_HINT")
         used = getattr(used, "to_string", lambda: str(used))()  # "f32", "bf16"
+        if self.int8_encoder is not None:
+            used = f"int8 encoder, {used}"
         self._info = RunnerInfo(backend=self.name, version=ov.__version__.split("-")[0], device="cpu",
                                 provider=f"CPU ({used})", precision=self.precision,
                                 source=str(self.export.folder))
