@@ -51,6 +51,36 @@ class _Recorder:
         return out
 
 
+class CudaEventTimer:
+    """Device time of each stage on a CUDA path, by CUDA events around ``runner.infer`` on
+    PyTorch's current stream (the torch runner's; TensorRT's own stream is not bracketed, so
+    TensorRT paths are left to the wall clock). ``times[stage]`` lists milliseconds per call while
+    ``on``; the events are read after each call, which already waited for its host outputs."""
+
+    def __init__(self, runner, torch) -> None:
+        self.torch, self.on = torch, False
+        self.times: dict[str, list[float]] = {}
+        self._infer = runner.infer
+        runner.infer = self
+
+    def __call__(self, stage: str, feeds: dict) -> dict:
+        if not self.on:
+            return self._infer(stage, feeds)
+        start = self.torch.cuda.Event(enable_timing=True)
+        end = self.torch.cuda.Event(enable_timing=True)
+        start.record()
+        out = self._infer(stage, feeds)
+        end.record()
+        end.synchronize()
+        self.times.setdefault(stage, []).append(float(start.elapsed_time(end)))
+        return out
+
+    def medians(self, runs: int) -> dict[str, float]:
+        """Median device milliseconds per sample of each stage (calls of one sample summed)."""
+        return {stage: float(np.median(np.asarray(values).reshape(runs, -1).sum(axis=1)))
+                for stage, values in self.times.items() if len(values) % runs == 0}
+
+
 def peak_host_bytes() -> int:
     """This process's peak resident set since it started executing: ``VmHWM`` of its own address
     space. (``ru_maxrss`` would also count the parent's pages that the fork shared before exec.)"""
@@ -115,12 +145,19 @@ def run_pipeline(config: dict, prepare) -> tuple[dict, dict]:
 
     runner = create_runner(config["path"]["backend"], _spec(config))
     recorder = _Recorder(runner)
+    events = None
+    if config["path"]["device"] == "cuda" and config["path"]["backend"] == "torch":
+        import torch
+
+        events = CudaEventTimer(runner, torch)
     context = {"normalization": config["normalization"], "face_set": tuple(config["face_set"])}
     pipeline = Pipeline(runner, reference_cache=0, **context)
     build = time.perf_counter() - start
     runs = []
     for index in range(config["warmup"] + config["runs"]):
         recorder.on = index == config["warmup"]
+        if events is not None:
+            events.on = index >= config["warmup"]
         start = time.perf_counter()
         prepared = prepare()
         timings = {"preprocess": time.perf_counter() - start}
@@ -129,6 +166,10 @@ def run_pipeline(config: dict, prepare) -> tuple[dict, dict]:
         if index >= config["warmup"]:
             runs.append(timings)
     recorder.on = False
+    device_ms = None
+    if events is not None:
+        events.on = False
+        device_ms = events.medians(config["runs"])
     # The fixed-reference (video) case: the reference's embedding cached after the first frame.
     video = Pipeline(runner, reference_cache=1, **context)
     video_runs = []
@@ -155,7 +196,7 @@ def run_pipeline(config: dict, prepare) -> tuple[dict, dict]:
     info = runner.describe()
     pipeline.close()
     return {"build_s": build, "runs": runs, "video_runs": video_runs, "runner": info,
-            "video_cache_hits": cache_hits}, arrays
+            "video_cache_hits": cache_hits, "device_stage_ms": device_ms}, arrays
 
 
 def _result_arrays(result) -> dict:

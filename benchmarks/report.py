@@ -80,6 +80,17 @@ def stage_table(report: dict) -> list[str]:
     return _table(header, rows)
 
 
+def device_table(report: dict) -> list[str]:
+    """CUDA-event device time per stage, where a path measured it (PyTorch on a GPU)."""
+    paths = [p for p in report["paths"] if p.get("status") == "ok" and p.get("device_stage_ms")]
+    if not paths:
+        return []
+    stages = list(dict.fromkeys(k for p in paths for k in p["device_stage_ms"]))
+    rows = [[p["name"]] + [_s(p["device_stage_ms"][k] / 1e3) if k in p["device_stage_ms"] else "-"
+                           for k in stages] for p in paths]
+    return _table(["path"] + [f"{STAGE_LABELS.get(k, k)} (device)" for k in stages], rows)
+
+
 def accuracy_table(report: dict) -> list[str]:
     header = ["path"] + [f"{s} rel. error" for s in STAGES] + ["logits rel. error",
                                                                "prompt agreement", "mask IoU"]
@@ -156,6 +167,8 @@ def headline_lines(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     parts = [*header_lines(report), "", *headline_lines(report), "", "End to end:", "",
              *summary_table(report), "", "Stage medians:", "", *stage_table(report), "",
+             *(["Device time per stage (CUDA events, medians):", "", *device_table(report), ""]
+               if device_table(report) else []),
              "Accuracy against the baseline (PyTorch FP32; each stage on the baseline's inputs):",
              "", *accuracy_table(report)]
     floor = floor_table(report)

@@ -81,6 +81,7 @@ def quantize_encoder(folder, *, calibration=None, smooth_quant: float | None = N
     start = time.perf_counter()
     say(f"quantize: {source.name} to INT8 with NNCF {nncf.__version__}, calibrated on "
         f"{len(paths)} face{'s' if len(paths) > 1 else ''} ({', '.join(p.name for p in paths)})")
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # its INFO lines name ignored nodes
     model = ov.convert_model(str(source))
     floats = float_layers(model)
     alphas = nncf.AdvancedSmoothQuantParameters(matmul=-1 if smooth_quant is None else smooth_quant)

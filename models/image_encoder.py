@@ -96,13 +96,23 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         x = self.norm1(x)
-        if self.window_size > 0:
-            x = window_unpartition(self.attn(window_partition(x, self.window_size)),
-                                   self.window_size, self.grid_size)
-        else:
-            x = self.attn(x)
+        x = self._windowed_attention(x) if self.window_size > 0 else self.attn(x)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
+
+    def _windowed_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """SAM's windowed attention without the padding's products: SAM pads the 64 x 64 grid
+        with zero tokens to 70 x 70 and runs the qkv and output projections on all 4900 tokens.
+        A zero token's q, k and v are the qkv bias, and the padded outputs are dropped, so the
+        qkv product runs on the 4096 real tokens, the windows are padded with zeros before the
+        bias is added (giving the padded tokens exactly the bias), and the output projection
+        runs after the padding is dropped: the same function with 16% fewer products in those
+        two layers (3% of ViT-B's encoder)."""
+        qkv = F.linear(x, self.attn.qkv.weight)  # B x H x W x 3C, no bias yet
+        qkv = window_partition(qkv, self.window_size) + self.attn.qkv.bias  # B*nW x w x w x 3C
+        x = self.attn.attend(qkv)  # B*nW x w x w x C
+        x = window_unpartition(x, self.window_size, self.grid_size)  # B x H x W x C
+        return self.attn.proj(x)
 
 
 def _padded(size: int, window: int) -> int:
@@ -164,9 +174,14 @@ class Attention(nn.Module):
         self.rel_pos_mode = "bias"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape
-        heads = self.num_heads
-        qkv = self.qkv(x).reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        return self.proj(self.attend(self.qkv(x)))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``B x H x W x 3C`` projected queries, keys and values to ``B x H x W x C`` attention
+        outputs (before the output projection)."""
+        b, h, w, c3 = qkv.shape
+        heads, c = self.num_heads, c3 // 3
+        qkv = qkv.reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each B x heads x HW x hd
         if self.rel_pos_mode == "augmented":
             q, k = self._augment(q, k, h, w)  # B x heads x HW x (hd + H + W)
@@ -174,8 +189,7 @@ class Attention(nn.Module):
         else:
             bias = self._rel_pos_bias(q, h, w)  # B x heads x HW x HW
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # B x heads x HW x hd
-        x = x.permute(0, 2, 1, 3).reshape(b, h, w, c)
-        return self.proj(x)
+        return x.permute(0, 2, 1, 3).reshape(b, h, w, c)
 
     def _rel_terms(self, q: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The decomposed relative-position terms of every query: ``q . R_h[qh - kh]`` and

@@ -224,3 +224,55 @@ def test_baseline_runs_the_official_sam_modules(variant, encoder_module):
             assert np.array_equal(got.occlusion_tokens, want.occlusion_tokens)
             assert np.array_equal(got.face_tokens, want.face_tokens)
             assert rel_l2(got.low_res_logits, want.low_res_logits[0, 0].numpy()) < 1e-5
+
+
+def test_cuda_event_timer_times_each_stage_per_sample():
+    """The device clock's plumbing, with a stand-in for ``torch.cuda.Event`` (the real one runs in
+    the ``gpu`` test below): off, it only passes calls through; on, each call is bracketed and a
+    sample's calls of one stage are summed."""
+    from types import SimpleNamespace
+
+    from s3pot.benchmarks.child import CudaEventTimer
+    from s3pot.benchmarks.report import device_table
+
+    clock = iter(range(100))
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self):
+            self.t = next(clock)
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, end):
+            return float(end.t - self.t)
+
+    torch = SimpleNamespace(cuda=SimpleNamespace(Event=Event))
+    runner = SimpleNamespace(infer=lambda stage, feeds: {"out": feeds})
+    timer = CudaEventTimer(runner, torch)
+    assert runner.infer("encoder", 1) == {"out": 1} and timer.times == {}
+    timer.on = True
+    for _ in range(2):  # two samples: the encoder twice each (image, reference), the decoder once
+        runner.infer("encoder", 0), runner.infer("encoder", 0), runner.infer("decoder", 0)
+    assert timer.medians(2) == {"encoder": 2.0, "decoder": 1.0}
+    report = {"paths": [{"name": "torch fp16", "status": "ok", "device_stage_ms": {"encoder": 2.0}}]}
+    assert device_table(report)[2] == "| torch fp16 | 2.0 ms |"
+
+
+@pytest.mark.gpu
+def test_bench_times_torch_cuda_stages_with_cuda_events(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    code = main(["bench", "--variant", "tiny", "--backends", "torch", "--runs", "2", "--warmup", "1",
+                 "--video-runs", "1", "--no-floor", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert code == 0
+    for path in report["paths"][1:]:
+        device = path["device_stage_ms"]
+        assert set(device) == {"encoder", "fe", "sa", "decoder"} and min(device.values()) > 0
+        assert device["encoder"] / 1e3 <= path["stages"]["encoder"]["median"] * 1.05
+    assert "Device time per stage" in (tmp_path / "bench.md").read_text()
