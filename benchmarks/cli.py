@@ -1,19 +1,20 @@
 """Latency at 1024x1024, stage by stage, for every backend and precision this machine has, beside
-the authors' way of running S3POT (PyTorch eager FP32, separate encoder calls, a Python greedy
-scan) in the same run.
+the authors' way of running S3POT (PyTorch eager FP32 on the official segment-anything modules,
+separate encoder calls, a Python greedy scan) in the same run.
 
 Each path runs in its own process: build, warm-up, timed samples (median, p90, p99), the video
 case (reference embedding cached) and its peak host memory. Every path's prompts, mask and
 per-stage outputs are compared with the baseline's; every encoder figure has its distance to the
-floor (FLOPs over the library's measured GEMM rate) beside it. Reduced precision (OpenVINO BF16,
-torch BF16 on CPUs with AVX512-BF16; FP16 on a GPU) is measured as its own path, never chosen
-silently. PyTorch FP32 on the CPU (the baseline's own modules) runs when --backends names
-torch. Random weights unless --checkpoint is given (latency does not depend on their values).
+floor (FLOPs over the library's measured GEMM rate) beside it. Reduced precision (OpenVINO BF16
+on CPUs with AVX512-BF16; OpenVINO INT8 on CPUs with VNNI, the encoder quantized first by
+`s3pot quantize`'s code; FP16 on a GPU) is measured as its own path, never chosen silently.
+PyTorch on the CPU (FP32, BF16) runs when --backends names torch. Random weights unless
+--checkpoint is given (latency does not depend on their values).
 
 Writes OUT/bench.json (every figure), OUT/bench.md and OUT/bench.png; prints the tables.
 
   s3pot bench                                   # ViT-B, every path (about 8 minutes on 2 cores)
-  s3pot bench --backends torch                  # PyTorch FP32 on the CPU, left out by default
+  s3pot bench --backends torch                  # PyTorch on the CPU, left out by default
   s3pot bench --variant tiny --runs 3 --json bench.json
   s3pot bench --backends onnxruntime openvino --precisions bf16 --compare out/bench/old.json
 """

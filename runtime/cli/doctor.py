@@ -72,8 +72,8 @@ def _onnxruntime_row(rows: list) -> None:
 def _openvino_row(rows: list) -> None:
     version = _version("openvino")
     if version is None:
-        rows.append(("OpenVINO", WARN, "not installed (optional: --backend openvino, FP32 or BF16 "
-                                       "on the CPU): pip install 's3pot-rt[openvino]'"))
+        rows.append(("OpenVINO", WARN, "not installed (optional: --backend openvino, FP32, BF16 "
+                                       "or INT8 on the CPU): pip install 's3pot-rt[openvino]'"))
         return
     from s3pot.runtime.backends.openvino import cpu_precisions
 
@@ -143,7 +143,24 @@ def _model_rows(rows: list, folder: Path, gpu, trt_version: str | None) -> bool:
                 rows.append((f"graphs {precision}", OK, f"{manifest['variant']}, four stages "
                                                         "verified (--backend onnxruntime)"))
         runnable = _engine_row(rows, folder, precision, gpu, trt_version) or runnable
+    _int8_row(rows, folder, manifest)
     return runnable
+
+
+def _int8_row(rows: list, folder: Path, manifest: dict) -> None:
+    """A row for the INT8 encoder of `s3pot quantize`, when the folder has one."""
+    from s3pot.core.quantized import check_int8, int8_dir
+
+    if not int8_dir(folder).exists():
+        return
+    try:
+        record = check_int8(folder, manifest)
+    except S3potError as exc:
+        rows.append(("encoder int8", NO, str(exc)))
+        return
+    rows.append(("encoder int8", OK, f"quantized by NNCF {record['nncf_version']}, relative L2 "
+                                     f"{record['check']['rel_l2']:.1e} against FP32 "
+                                     "(--backend openvino --precision int8)"))
 
 
 def _engine_row(rows: list, folder: Path, precision: str, gpu, trt_version: str | None) -> bool:

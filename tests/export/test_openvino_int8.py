@@ -152,3 +152,15 @@ def test_bench_lists_int8_only_where_it_can_run(monkeypatch, tmp_path, quantized
     assert "openvino int8" in names(quantized)  # quantized already
     monkeypatch.setattr(openvino, "cpu_precisions", lambda core=None: ["fp32"])
     assert "openvino int8" not in names(quantized)  # no VNNI
+
+
+def test_doctor_reports_the_int8_encoder(quantized, tmp_path, capsys):
+    assert main(["doctor", "--model", str(quantized)]) in (0, 1)
+    row = next(line for line in capsys.readouterr().out.splitlines() if "encoder int8" in line)
+    assert "ok" in row and "NNCF" in row
+    folder = tmp_path / "q"
+    shutil.copytree(quantized, folder, ignore=shutil.ignore_patterns(".*"))
+    int8_paths(folder)["xml"].write_text("<net/>")
+    main(["doctor", "--model", str(folder)])
+    row = next(line for line in capsys.readouterr().out.splitlines() if "encoder int8" in line)
+    assert "no" in row and "changed since it was quantized" in row
