@@ -84,3 +84,21 @@ def test_bad_requests_are_refused(tiny_export_dir, field, value, message):
     spec = {"folder": tiny_export_dir, field: value}
     with pytest.raises(S3potInputError, match=message):
         create_runner("openvino", ModelSpec(**spec))
+
+
+def test_encoder_compiled_for_one_image_gives_the_dynamic_graphs_bits(tiny_export_dir):
+    """The runner compiles the encoder with its batch fixed at one image (memory planned once);
+    that changes no bit of the output."""
+    import openvino as ov
+
+    from s3pot.runtime.backends.export_folder import load_export
+    from s3pot.runtime.backends.openvino import compile_stage
+
+    export = load_export(tiny_export_dir)
+    pixels = sample_feeds("encoder", "opt", sizes={"batch": 1})[PIXELS]
+    core = ov.Core()
+    static = compile_stage(core, export, "encoder", precision="fp32", cache=False, static_batch=1)
+    dynamic = compile_stage(core, export, "encoder", precision="fp32", cache=False)
+    assert static.inputs[0].get_partial_shape().is_static
+    assert not dynamic.inputs[0].get_partial_shape().is_static
+    np.testing.assert_array_equal(static(pixels)[0], dynamic(pixels)[0])

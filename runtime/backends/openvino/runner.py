@@ -1,7 +1,7 @@
 """Runs the four graphs of an export folder in OpenVINO on the CPU.
 
 One infer request per stage, reused; the encoder takes one image at a time
-(``base.CPU_ENCODER_BATCH``); outputs are copied out of OpenVINO's tensors before the next
+(``base.CPU_ENCODER_BATCH``) and is compiled for that batch (see ``loader.compile_stage``); outputs are copied out of OpenVINO's tensors before the next
 call overwrites them. A request is not reentrant, so the runner is not thread-safe (the pipeline
 serialises it).
 """
@@ -50,7 +50,8 @@ class OpenVinoRunner(Runner):
         core = ov.Core()
         compiled = {stage: compile_stage(core, self.export, stage, precision=self.precision,
                                          threads=self.threads, cache=self.cache,
-                                         model=self.int8_encoder if stage == ENCODER.name else None)
+                                         model=self.int8_encoder if stage == ENCODER.name else None,
+                                         static_batch=CPU_ENCODER_BATCH if stage == ENCODER.name else None)
                     for stage in self.export.graphs}
         self.requests = {stage: model.create_infer_request() for stage, model in compiled.items()}
         used = next(iter(compiled.values())).get_property("INFERENCE_PRECISION_HINT")
