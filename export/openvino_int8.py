@@ -74,6 +74,7 @@ def quantize_encoder(folder, *, calibration=None, smooth_quant: float | None = N
     folder = Path(folder)
     manifest = read_manifest(folder)
     source = verify_graph(folder, manifest, STAGE, "fp32")
+    _check_writable(folder)
     paths = [Path(p) for p in (calibration or default_calibration())]
     if not paths:
         raise S3potInputError("--calibration: expected at least one face image, got none")
@@ -106,6 +107,19 @@ def quantize_encoder(folder, *, calibration=None, smooth_quant: float | None = N
         "check": {"image": paths[0].name, "rel_l2": error, "tolerance": INT8_TOLERANCE},
         "seconds": round(time.perf_counter() - start, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def _check_writable(folder: Path) -> None:
+    """Refuse, before any work, a folder where the INT8 encoder cannot be written."""
+    import tempfile
+
+    target = int8_dir(folder)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=target, prefix=".write-test-").close()
+    except OSError as exc:
+        raise S3potInputError(f"--model '{folder}': expected a writable export folder for the INT8 "
+                              f"encoder ({target}), got {exc.strerror or exc}") from None
 
 
 def _check(ov, model, quantized, pixels: np.ndarray) -> float:

@@ -149,9 +149,9 @@ def _model_rows(rows: list, folder: Path, gpu, trt_version: str | None) -> bool:
 
 def _int8_row(rows: list, folder: Path, manifest: dict) -> None:
     """A row for the INT8 encoder of `s3pot quantize`, when the folder has one."""
-    from s3pot.core.quantized import check_int8, int8_dir
+    from s3pot.core.quantized import check_int8, int8_paths
 
-    if not int8_dir(folder).exists():
+    if not any(path.is_file() for path in int8_paths(folder).values()):
         return
     try:
         record = check_int8(folder, manifest)

@@ -164,3 +164,13 @@ def test_doctor_reports_the_int8_encoder(quantized, tmp_path, capsys):
     main(["doctor", "--model", str(folder)])
     row = next(line for line in capsys.readouterr().out.splitlines() if "encoder int8" in line)
     assert "no" in row and "changed since it was quantized" in row
+
+
+def test_unwritable_int8_folder_is_one_clear_error(tiny_export_dir, tmp_path, capsys):
+    """A file where the INT8 folder goes (as a read-only folder would, for any user, root too)."""
+    folder = _copy(tiny_export_dir, tmp_path)
+    (folder / "openvino").write_text("in the way")
+    code = main(["quantize", "--model", str(folder), "--calibration", str(CALIBRATION)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "expected a writable export folder" in err
+    assert (folder / "openvino").read_text() == "in the way"
