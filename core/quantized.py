@@ -29,13 +29,14 @@ from pathlib import Path
 
 from .atomic import write_bytes_atomic
 from .errors import ExportError
+from .io_table import ENCODER
 from .manifest import graph_entry, read_document, sha256_file
 
 RECORD_FORMAT = "s3pot-openvino-int8"
 RECORD_VERSION = 1
 #: Where the INT8 encoder lives inside an export folder.
 INT8_FOLDER = Path("openvino") / "int8"
-STAGE = "encoder"
+STAGE = ENCODER.name
 REQUIRED = ("stage", "source_file", "source_sha256", "files", "openvino_version", "nncf_version",
             "method", "calibration", "check", "created")
 #: The quantized encoder's largest accepted relative L2 error against the FP32 graph (one image).

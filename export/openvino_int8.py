@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from s3pot.core.errors import ExportError, S3potInputError, require
-from s3pot.core.manifest import read_manifest, sha256_file, verify_graph
+from s3pot.core.manifest import graph_entry, read_manifest, sha256_file, verify_graph
 from s3pot.core.quantized import INT8_TOLERANCE, STAGE, int8_dir, int8_paths, write_record
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def quantize_encoder(folder, *, calibration=None, smooth_quant: float | None = N
                           f"{INT8_TOLERANCE:g} against the FP32 graph on {paths[0].name}, got "
                           f"{error:.3g}; nothing was written (try other --calibration faces)")
     return _write(ov, folder, quantized, {
-        "stage": STAGE, "source_file": source.name, "source_sha256": sha256_file(source),
+        "stage": STAGE, "source_file": source.name, "source_sha256": graph_entry(manifest, STAGE, "fp32")["sha256"],  # verified above
         "openvino_version": ov.__version__.split("-")[0], "nncf_version": nncf.__version__,
         "method": {**METHOD, "subset_size": len(pixels), "float_layers": floats,
                    "smooth_quant": "off" if smooth_quant is None else smooth_quant},
