@@ -102,3 +102,63 @@ def test_encoder_compiled_for_one_image_gives_the_dynamic_graphs_bits(tiny_expor
     assert static.inputs[0].get_partial_shape().is_static
     assert not dynamic.inputs[0].get_partial_shape().is_static
     np.testing.assert_array_equal(static(pixels)[0], dynamic(pixels)[0])
+
+
+def _fully_connected_kernels(compiled) -> list[str]:
+    """The kernel OpenVINO chose for each fully connected layer of a compiled model."""
+    kernels = []
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        info = node.get_rt_info()
+        if "layerType" in info and info["layerType"].astype(str) == "FullyConnected":
+            kernels.append(info["primitiveType"].astype(str))
+    return kernels
+
+
+def test_fp32_encoder_products_run_in_onednn_with_the_same_outputs(tiny_export_dir):
+    """Every matrix product of the FP32 encoder gets an identity clamp, so OpenVINO runs it in
+    oneDNN instead of MLAS; the outputs stay those of the unrouted graph."""
+    import openvino as ov
+
+    from s3pot.runtime.backends.export_folder import load_export
+    from s3pot.runtime.backends.openvino import loader
+
+    export = load_export(tiny_export_dir)
+    core = ov.Core()
+    graph = core.read_model(str(export.graphs["encoder"]))
+    products = sum(node.get_type_name() == "MatMul" and
+                   node.input_value(1).get_node().get_type_name() == "Constant"
+                   for node in graph.get_ordered_ops())
+    assert products > 0 and loader.route_matmuls_to_onednn(graph) == products
+    clamps = [node for node in graph.get_ordered_ops() if node.get_type_name() == "Clamp"]
+    assert len(clamps) == products
+
+    pixels = sample_feeds("encoder", "opt", sizes={"batch": 1})[PIXELS]
+    # static shapes (as the runner compiles the encoder): kernels are chosen at compile time
+    routed = loader.compile_stage(core, export, "encoder", precision="fp32", cache=False,
+                                  static_batch=1)
+    kernels = _fully_connected_kernels(routed)
+    assert kernels and not any("mlas" in kernel for kernel in kernels), kernels
+    graph = core.read_model(str(export.graphs["encoder"]))
+    graph.reshape({graph.inputs[0].get_any_name(): list(pixels.shape)})
+    unrouted = core.compile_model(graph, "CPU", loader.compile_config("fp32", available=["fp32"]))
+    assert any("mlas" in kernel for kernel in _fully_connected_kernels(unrouted))
+    assert rel_l2(routed(pixels)[0], unrouted(pixels)[0]) < 1e-6
+
+
+def test_only_the_fp32_encoder_is_routed(tiny_export_dir, monkeypatch):
+    import openvino as ov
+
+    from s3pot.runtime.backends.export_folder import load_export
+    from s3pot.runtime.backends.openvino import loader
+
+    calls = []
+    monkeypatch.setattr(loader, "route_matmuls_to_onednn", lambda graph: calls.append(graph) or 0)
+    export, core = load_export(tiny_export_dir), ov.Core()
+    for stage in ("fe", "decoder"):
+        loader.compile_stage(core, export, stage, precision="fp32", cache=False)
+    assert not calls
+    loader.compile_stage(core, export, "encoder", precision="fp32", cache=False)
+    assert len(calls) == 1
+    if "bf16" in loader.cpu_precisions(core):
+        loader.compile_stage(core, export, "encoder", precision="bf16", cache=False)
+        assert len(calls) == 1
