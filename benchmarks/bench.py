@@ -4,7 +4,8 @@ machine has, beside the authors' way of running S3POT, in one run.
 Each path (the baseline, then every backend at every precision) runs in its own process
 (:mod:`.child`): build, ``warmup`` samples, ``runs`` timed samples, then the fixed-reference
 (video) case with the reference's embedding cached. Its peak host memory is that process's own
-(``VmHWM``). The baseline runs first; its prompts, mask and each stage's inputs and outputs are
+(``VmHWM``). The timed samples of the paths are interleaved round by round (:func:`drive_paths`).
+The baseline's first sample is recorded; its prompts, mask and each stage's inputs and outputs are
 the reference every other path is compared with (prompts, mask IoU, relative error per stage on
 the same stage inputs). The floor (:mod:`.floor`) puts each stage's FLOPs over its library's
 measured GEMM rate.
@@ -253,23 +254,131 @@ def _describe_weights(weights: dict) -> str:
 
 
 # -- running the paths ---------------------------------------------------------------------------
-def run_child(config: dict, work: Path) -> dict:
-    """One path in a fresh process; its result, with that process's own peak host memory."""
-    work.mkdir(parents=True, exist_ok=True)
-    config = {**config, "out": str(work)}
-    (work / "config.json").write_text(json.dumps(config))
-    with open(work / "stderr.txt", "w+") as err:
-        proc = subprocess.run([sys.executable, "-m", "s3pot.benchmarks.child",
-                               str(work / "config.json")], stdout=err, stderr=err)
-        err.seek(0)
-        stderr = err.read()
-    if proc.returncode != 0:
-        lines = [l for l in stderr.strip().splitlines() if l.strip()]
-        error = next((l for l in reversed(lines) if "Error" in l or "error" in l), lines[-1] if lines else "")
-        return {"status": "failed", "error": error[-500:], "log_tail": "\n".join(lines[-20:])}
-    result = json.loads((work / "result.json").read_text())
-    result["status"] = "ok"
-    return result
+class PathProcess:
+    """One path in a fresh process (:mod:`.child`), driven one sample at a time; its peak host
+    memory is that process's own."""
+
+    def __init__(self, config: dict, work: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
+        self.work, self.timings, self.started, self.failure = work, [], [], None
+        (work / "config.json").write_text(json.dumps({**config, "out": str(work)}))
+        self._stderr = open(work / "stderr.txt", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-m", "s3pot.benchmarks.child",
+                                      str(work / "config.json")], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+
+    def ready(self) -> float | None:
+        """Waits for the build and the warm-up samples; the build's seconds (None when the
+        process has failed)."""
+        reply = self._ask(None, "ready")
+        return None if reply is None else reply["build_s"]
+
+    def run(self) -> float | None:
+        """One timed sample; its end-to-end seconds (None when the process has failed)."""
+        reply = self._ask("run", "ran")
+        if reply is None:
+            return None
+        self.timings.append(reply["timings"])
+        self.started.append(reply["started"])
+        return reply["timings"]["total"]
+
+    def finish(self) -> dict:
+        """The video case, the accuracy arrays and the floor's rate; the path's result."""
+        if self._ask("finish", "done") is None:
+            return self.failure
+        self.proc.wait()
+        result = json.loads((self.work / "result.json").read_text())
+        return {**result, "runs": self.timings, "started": self.started, "status": "ok"}
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
+            stream.close()
+
+    def _ask(self, command: str | None, expected: str) -> dict | None:
+        if self.failure is not None:
+            return None
+        try:
+            if command is not None:
+                self.proc.stdin.write(command + "\n")
+                self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+            reply = json.loads(line) if line.strip() else None
+        except (OSError, ValueError):  # the process has gone, or said something else
+            reply = None
+        if reply is None or reply.get("status") != expected:
+            self._fail()
+            return None
+        return reply
+
+    def _fail(self) -> None:
+        self.close()
+        self._stderr = open(self.work / "stderr.txt")
+        lines = [line for line in self._stderr.read().strip().splitlines() if line.strip()]
+        error = next((line for line in reversed(lines) if "Error" in line or "error" in line),
+                     lines[-1] if lines else f"exit status {self.proc.returncode}")
+        self.failure = {"status": "failed", "error": error[-500:], "log_tail": "\n".join(lines[-20:])}
+
+
+def drive_paths(paths: list[BenchPath], config: dict, scratch: Path, interleave: bool,
+                say) -> list[dict]:
+    """Every path's result, the baseline's first.
+
+    Interleaved (the default): every path's process is built and warmed up, then each round
+    runs one timed sample of every path in turn. A shared machine's speed drifts over minutes
+    (the baseline's median moved between 27 and 36 s from one run to the next); interleaved,
+    the drift falls on every path alike instead of on whichever ran during it, so the ratios
+    hold still. All the processes are alive together: ``--sequential`` runs one path after
+    another instead (for models whose processes do not fit in memory together)."""
+    runs, total = config["runs"], len(paths)
+    processes: list[PathProcess] = []
+
+    def start(index: int, path: BenchPath) -> PathProcess:
+        say(f"[{index}/{total}] {path.name} on {path.device}: build and {config['warmup']} "
+            f"warm-up ...")
+        child = {**config, "path": asdict(path), "baseline_arrays":
+                 str(scratch / entry_dir(1) / "arrays.npz") if index > 1 else None}
+        process = PathProcess(child, scratch / entry_dir(index))
+        processes.append(process)
+        build = process.ready()
+        say(f"    built in {build:.1f} s, warmed up" if build is not None else "    failed")
+        _check_baseline(index, process)
+        return process
+
+    def finish(index: int, process: PathProcess) -> dict:
+        result = process.finish()
+        _check_baseline(index, process)
+        return result
+
+    try:
+        if not interleave:
+            results = []
+            for index, path in enumerate(paths, 1):
+                process = start(index, path)
+                for _ in range(runs):
+                    process.run()
+                results.append(finish(index, process))
+            return results
+        live = [start(index, path) for index, path in enumerate(paths, 1)]
+        for round_ in range(1, runs + 1):
+            totals = [(path.name, process.run()) for path, process in zip(paths, live)]
+            say(f"round {round_}/{runs}: " + ", ".join(
+                f"{name} {'failed' if seconds is None else f'{seconds:.2f} s'}"
+                for name, seconds in totals))
+        say("video case, accuracy and the floor's GEMM rate of each path ...")
+        # the baseline first: its recorded stage inputs feed the others' accuracy columns
+        return [finish(index, process) for index, process in enumerate(live, 1)]
+    finally:
+        for process in processes:
+            process.close()
+
+
+def _check_baseline(index: int, process: PathProcess) -> None:
+    if index == 1 and process.failure is not None:
+        raise S3potInputError(f"the baseline failed: {process.failure['error']}\n"
+                              f"{process.failure['log_tail']}")
 
 
 def summary(values: list[float]) -> dict:
@@ -328,6 +437,7 @@ class BenchOptions:
     out: Path = Path("out/bench")
     floor: bool = True
     device: str = "auto"
+    interleave: bool = True
 
 
 def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
@@ -367,25 +477,19 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
               "sample": SAMPLE[0], "image_size": IMAGE_SIZE, "runs": options.runs,
               "warmup": options.warmup, "video_runs": config["video_runs"],
               "clock": ("perf_counter around each stage; every stage returns host arrays, so a GPU "
-                        "stage's time includes its synchronisation"), "paths": []}
+                        "stage's time includes its synchronisation"),
+              "order": ("interleaved: one timed sample of every path per round" if options.interleave
+                        else "sequential: one path after another"), "paths": []}
     if quantized is not None:
         report["int8_encoder"] = quantized
     with tempfile.TemporaryDirectory(prefix="s3pot-bench-") as scratch:
         scratch = Path(scratch)
-        for index, path in enumerate(paths, 1):
-            video = (f" + {config['video_runs']} video frames" if index > 1 else
-                     " (no video case: the authors encode both images every frame)")
-            say(f"[{index}/{len(paths)}] {path.name} on {path.device}: build, {options.warmup} "
-                f"warm-up + {options.runs} runs{video} ...")
-            child = {**config, "path": asdict(path),
-                     "baseline_arrays": str(scratch / entry_dir(1) / "arrays.npz") if index > 1 else None}
-            result = run_child(child, scratch / entry_dir(index))
+        results = drive_paths(paths, config, scratch, options.interleave, say)
+        for index, (path, result) in enumerate(zip(paths, results), 1):
             entry = {"name": path.name, **asdict(path), "reduced": path.reduced, **result}
+            report["paths"].append(entry)
             if result["status"] != "ok":
-                if index == 1:
-                    raise S3potInputError(f"the baseline failed: {result['error']}\n{result['log_tail']}")
-                say(f"    failed: {result['error']}")
-                report["paths"].append(entry)
+                say(f"    {path.name} failed: {result['error']}")
                 continue
             entry["stages"], entry["total"] = stage_summaries(entry["runs"])
             if entry["video_runs"]:
@@ -394,9 +498,8 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
             if index == 1:
                 reference = arrays
             entry["accuracy"] = accuracy(path.name, arrays, reference)
-            report["paths"].append(entry)
-            say(f"    {entry['total']['median']:.3f} s per sample (median), peak host memory "
-                f"{entry['peak_host_bytes'] / 1e9:.2f} GB")
+            say(f"    {path.name}: {entry['total']['median']:.3f} s per sample (median), peak host "
+                f"memory {entry['peak_host_bytes'] / 1e9:.2f} GB")
     if options.floor:
         say("the floor: FLOPs per stage ...")
         report["floor"] = measure_floor(report)

@@ -2,12 +2,23 @@
 CONFIG``) so that its peak host memory is its own.
 
 The parent writes ``CONFIG`` (JSON: the path, the model, the sample, the run counts, where to
-write) and reads back ``result.json`` (timings, what ran) and ``arrays.npz`` (prompts, mask,
-logits, and each stage's output on the baseline's inputs, for the accuracy columns).
+write) and then drives the process one sample at a time, so that it can interleave the paths
+(see :func:`.bench.drive_paths`). The conversation is one JSON line each way:
+
+- the child builds the path, runs its warm-up samples and says ``{"status": "ready"}``;
+- ``run`` (a line on its standard input): one timed sample, answered ``{"status": "ran",
+  "timings": {...}}``;
+- ``finish``: the video case, the accuracy arrays, the floor's GEMM rate; the child writes
+  ``result.json`` (what ran) and ``arrays.npz`` (prompts, mask, logits, and each stage's output
+  on the baseline's inputs, for the accuracy columns), says ``{"status": "done"}`` and exits.
+
+Replies go to the process's original standard output; anything a library prints goes to its
+standard error, which the parent keeps in a file.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,6 +30,9 @@ from s3pot.core.io_table import DECODER, ENCODER, FE, SA
 #: Stages re-run on the baseline's recorded inputs, so their error is their own (the encoder's
 #: input is the same pixels everywhere, so its own output is compared).
 ISOLATED_STAGES = (FE.name, SA.name, DECODER.name)
+#: Seconds a child waits after a sample before it answers, so that its libraries' worker threads
+#: (OpenMP, ONNX Runtime, TBB spin a while after their work) are idle before the next path runs.
+SETTLE_S = 0.3
 
 
 def _spec(config: dict):
@@ -106,97 +120,120 @@ def _device_memory(config: dict) -> int | None:
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
 
 
-def run_baseline(config: dict, prepare) -> tuple[dict, dict]:
-    from .baseline import AuthorsPipeline
+class BaselineSession:
+    """The authors' way (:class:`.baseline.AuthorsPipeline`), one sample per :meth:`sample`."""
 
-    start = time.perf_counter()
-    from s3pot.runtime.backends.torch import load_model
+    def __init__(self, config: dict, prepare) -> None:
+        from .baseline import AuthorsPipeline
 
-    pipeline = AuthorsPipeline(load_model(_spec(config))[0], config["variant"],
-                               device=config["path"]["device"])
-    build = time.perf_counter() - start
-    runs = []
-    for index in range(config["warmup"] + config["runs"]):
         start = time.perf_counter()
-        prepared = prepare()
-        timings = {"preprocess": time.perf_counter() - start}
-        result = pipeline.segment(prepared, timings, record=index == 0)
-        timings["total"] = time.perf_counter() - start
-        if index == 0:
-            first = result
-        if index >= config["warmup"]:
-            runs.append(timings)
-    own = pipeline.time_own_encoder(prepare())
-    arrays = _result_arrays(result)
-    for stage, (feeds, output) in first.stage_io.items():
-        arrays[f"output:{stage}"] = output
-        for name, value in feeds.items():
-            arrays[f"feed:{stage}:{name}"] = value
-    return {"build_s": build, "runs": runs, "video_runs": [], "runner": "PyTorch eager FP32, the "
-            f"authors' way (separate encoder calls, Python greedy scan; {pipeline.modules})",
-            "encoder_source": pipeline.sam.encoder_source, "own_encoder_s": own}, arrays
+        from s3pot.runtime.backends.torch import load_model
 
+        self.config, self.prepare = config, prepare
+        self.pipeline = AuthorsPipeline(load_model(_spec(config))[0], config["variant"],
+                                        device=config["path"]["device"])
+        self.build_s = time.perf_counter() - start
+        self.first = None
 
-def run_pipeline(config: dict, prepare) -> tuple[dict, dict]:
-    from s3pot.runtime.pipeline import Pipeline
-
-    start = time.perf_counter()
-    from s3pot.runtime.backends import create_runner
-
-    runner = create_runner(config["path"]["backend"], _spec(config))
-    recorder = _Recorder(runner)
-    events = None
-    if config["path"]["device"] == "cuda" and config["path"]["backend"] == "torch":
-        import torch
-
-        events = CudaEventTimer(runner, torch)
-    context = {"normalization": config["normalization"], "face_set": tuple(config["face_set"])}
-    pipeline = Pipeline(runner, reference_cache=0, **context)
-    build = time.perf_counter() - start
-    runs = []
-    for index in range(config["warmup"] + config["runs"]):
-        recorder.on = index == config["warmup"]
-        if events is not None:
-            events.on = index >= config["warmup"]
+    def sample(self, timed: bool) -> dict:
+        """One sample end to end; the first one records every stage's inputs and outputs."""
         start = time.perf_counter()
-        prepared = prepare()
+        prepared = self.prepare()
         timings = {"preprocess": time.perf_counter() - start}
-        segmentation = pipeline.run(prepared, timings)
+        result = self.pipeline.segment(prepared, timings, record=self.first is None)
         timings["total"] = time.perf_counter() - start
-        if index >= config["warmup"]:
-            runs.append(timings)
-    recorder.on = False
-    device_ms = None
-    if events is not None:
-        events.on = False
-        device_ms = events.medians(config["runs"])
-    # The fixed-reference (video) case: the reference's embedding cached after the first frame.
-    video = Pipeline(runner, reference_cache=1, **context)
-    video_runs = []
-    for index in range(1 + config["video_runs"]):
+        if self.first is None:
+            self.first = result
+        return timings
+
+    def finish(self) -> tuple[dict, dict]:
+        own = self.pipeline.time_own_encoder(self.prepare())
+        arrays = _result_arrays(self.first)
+        for stage, (feeds, output) in self.first.stage_io.items():
+            arrays[f"output:{stage}"] = output
+            for name, value in feeds.items():
+                arrays[f"feed:{stage}:{name}"] = value
+        return {"build_s": self.build_s, "video_runs": [],
+                "runner": "PyTorch eager FP32, the authors' way (separate encoder calls, Python "
+                          f"greedy scan; {self.pipeline.modules})",
+                "encoder_source": self.pipeline.sam.encoder_source, "own_encoder_s": own}, arrays
+
+
+class PipelineSession:
+    """This runtime's :class:`~s3pot.runtime.pipeline.Pipeline` on one backend and precision."""
+
+    def __init__(self, config: dict, prepare) -> None:
+        from s3pot.runtime.pipeline import Pipeline
+
         start = time.perf_counter()
-        prepared = prepare()
+        from s3pot.runtime.backends import create_runner
+
+        self.config, self.prepare = config, prepare
+        self.runner = create_runner(config["path"]["backend"], _spec(config))
+        self.recorder = _Recorder(self.runner)
+        self.events = None
+        if config["path"]["device"] == "cuda" and config["path"]["backend"] == "torch":
+            import torch
+
+            self.events = CudaEventTimer(self.runner, torch)
+        self.context = {"normalization": config["normalization"],
+                        "face_set": tuple(config["face_set"])}
+        self.pipeline = Pipeline(self.runner, reference_cache=0, **self.context)
+        self.build_s = time.perf_counter() - start
+        self.timed = 0
+        self.segmentation = None
+
+    def sample(self, timed: bool) -> dict:
+        """One sample end to end; the first timed one records each stage's first output."""
+        self.recorder.on = timed and self.timed == 0
+        if self.events is not None:
+            self.events.on = timed
+        start = time.perf_counter()
+        prepared = self.prepare()
         timings = {"preprocess": time.perf_counter() - start}
-        video.run(prepared, timings)
+        segmentation = self.pipeline.run(prepared, timings)
         timings["total"] = time.perf_counter() - start
-        if index:
-            video_runs.append(timings)
-    cache_hits = video.stats.reference_cache_hits
-    arrays = _result_arrays(segmentation)
-    arrays[f"output:{ENCODER.name}"] = recorder.outputs[ENCODER.name][
-        ENCODER.output_names[0]][:1]  # the image's embedding (the first of the batch)
-    baseline = np.load(config["baseline_arrays"], allow_pickle=False) \
-        if config.get("baseline_arrays") else None
-    if baseline is not None:
-        for stage in ISOLATED_STAGES:
-            prefix = f"feed:{stage}:"
-            feeds = {key[len(prefix):]: baseline[key] for key in baseline.files if key.startswith(prefix)}
-            out = runner.infer(stage, feeds)
-            arrays[f"output:{stage}"] = next(iter(out.values()))
-    info = runner.describe()
-    pipeline.close()
-    return {"build_s": build, "runs": runs, "video_runs": video_runs, "runner": info,
-            "video_cache_hits": cache_hits, "device_stage_ms": device_ms}, arrays
+        self.recorder.on = False
+        if self.events is not None:
+            self.events.on = False
+        if timed:
+            self.timed += 1
+            self.segmentation = segmentation
+        return timings
+
+    def finish(self) -> tuple[dict, dict]:
+        from s3pot.runtime.pipeline import Pipeline
+
+        config, runner = self.config, self.runner
+        device_ms = self.events.medians(self.timed) if self.events is not None else None
+        # The fixed-reference (video) case: the reference's embedding cached after the first frame.
+        video = Pipeline(runner, reference_cache=1, **self.context)
+        video_runs = []
+        for index in range(1 + config["video_runs"]):
+            start = time.perf_counter()
+            prepared = self.prepare()
+            timings = {"preprocess": time.perf_counter() - start}
+            video.run(prepared, timings)
+            timings["total"] = time.perf_counter() - start
+            if index:
+                video_runs.append(timings)
+        arrays = _result_arrays(self.segmentation)
+        arrays[f"output:{ENCODER.name}"] = self.recorder.outputs[ENCODER.name][
+            ENCODER.output_names[0]][:1]  # the image's embedding (the first of the batch)
+        baseline = np.load(config["baseline_arrays"], allow_pickle=False) \
+            if config.get("baseline_arrays") else None
+        if baseline is not None:
+            for stage in ISOLATED_STAGES:
+                prefix = f"feed:{stage}:"
+                feeds = {key[len(prefix):]: baseline[key] for key in baseline.files
+                         if key.startswith(prefix)}
+                out = runner.infer(stage, feeds)
+                arrays[f"output:{stage}"] = next(iter(out.values()))
+        info = runner.describe()
+        self.pipeline.close()
+        return {"build_s": self.build_s, "video_runs": video_runs, "runner": info,
+                "video_cache_hits": video.stats.reference_cache_hits,
+                "device_stage_ms": device_ms}, arrays
 
 
 def _result_arrays(result) -> dict:
@@ -205,19 +242,51 @@ def _result_arrays(result) -> dict:
             "initial_token": np.array(result.initial_token)}
 
 
+class _Channel:
+    """The line-per-message link to the parent: commands on standard input, replies on the
+    process's original standard output (file descriptor 1 is pointed at standard error first,
+    so that nothing a library prints can corrupt a reply)."""
+
+    def __init__(self) -> None:
+        sys.stdout.flush()
+        self._out = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+
+    def send(self, **message) -> None:
+        self._out.write(json.dumps(message) + "\n")
+        self._out.flush()
+
+    def receive(self) -> str:
+        """The next command; "" when the parent has gone (end of input)."""
+        return sys.stdin.readline().strip()
+
+
 def main(argv=None) -> int:
     from s3pot.runtime.preprocess import prepare_inputs
 
     config = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
+    channel = _Channel()
     normalization, face_set = config["normalization"], config["face_set"]
 
     def prepare():
         return prepare_inputs(*config["sample"], normalization=normalization, face_set=tuple(face_set))
 
-    if config["path"]["backend"] == "authors":
-        result, arrays = run_baseline(config, prepare)
-    else:
-        result, arrays = run_pipeline(config, prepare)
+    session = (BaselineSession if config["path"]["backend"] == "authors" else PipelineSession)(
+        config, prepare)
+    for _ in range(config["warmup"]):
+        session.sample(timed=False)
+    time.sleep(SETTLE_S)
+    channel.send(status="ready", build_s=session.build_s)
+    command = channel.receive()
+    while command == "run":
+        started = time.time()
+        timings = session.sample(timed=True)
+        time.sleep(SETTLE_S)
+        channel.send(status="ran", timings=timings, started=started)
+        command = channel.receive()
+    if command != "finish":
+        return 1  # the parent has gone
+    result, arrays = session.finish()
     if config.get("floor", True):  # the library's GEMM rate, in this process, right after its runs
         from .floor import float_rate, gemm_rate
 
@@ -233,6 +302,7 @@ def main(argv=None) -> int:
     out = Path(config["out"])
     np.savez(out / "arrays.npz", **arrays)
     (out / "result.json").write_text(json.dumps(result))
+    channel.send(status="done")
     return 0
 
 

@@ -42,7 +42,8 @@ def header_lines(report: dict) -> list[str]:
             f"{report['variant']}, {report['weights']['label']}.",
             f"Machine: {machine}. {versions}.",
             f"Each path in its own process: {report['warmup']} warm-up, {report['runs']} timed "
-            f"samples, {report['video_runs']} video frames (reference embedding cached); "
+            f"samples ({report.get('order', 'sequential: one path after another')}), "
+            f"{report['video_runs']} video frames (reference embedding cached); "
             f"ratios are the baseline's median over the path's."]
 
 

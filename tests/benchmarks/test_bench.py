@@ -67,6 +67,44 @@ def test_tiny_bench_fills_every_stage_of_every_path(tiny_bench):
     assert baseline["encoder_source"] == "segment-anything" and baseline["own_encoder_s"] > 0
 
 
+def test_tiny_bench_interleaves_the_paths_samples(tiny_bench):
+    """Round k runs sample k of every path in turn: each path's k-th sample starts after the
+    previous path's k-th and before the first path's (k+1)-th."""
+    _, out = tiny_bench
+    report = json.loads((out / "bench.json").read_text())
+    assert report["order"].startswith("interleaved")
+    started = np.array([path["started"] for path in report["paths"]])  # paths x runs
+    assert started.shape == (len(report["paths"]), 3)
+    in_turn = started.T.ravel()  # round 1's paths, round 2's ...
+    assert np.all(np.diff(in_turn) > 0), started
+
+
+def test_sequential_bench_reports_a_failed_path_and_runs_the_others(tiny_export_dir, tmp_path,
+                                                                    monkeypatch):
+    """--sequential runs one path after another. A path whose process fails (here OpenVINO
+    asked for FP16, which it refuses while building) is reported failed with its error; the
+    baseline and the other paths finish."""
+    pytest.importorskip("openvino")
+    from s3pot.benchmarks import bench
+
+    monkeypatch.setattr(bench, "available_paths", lambda gpu, folder=None: [
+        BenchPath("authors", "fp32", "cpu"), BenchPath("openvino", "fp16", "cpu"),
+        BenchPath("onnxruntime", "fp32", "cpu")])
+    code = main(["bench", "--variant", "tiny", "--runs", "2", "--warmup", "0", "--video-runs",
+                 "1", "--no-floor", "--sequential", "--model", str(tiny_export_dir), "--seed",
+                 str(TINY_EXPORT_SEED), "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert code == 0 and report["order"].startswith("sequential")
+    status = {path["name"]: path["status"] for path in report["paths"]}
+    assert status == {"baseline": "ok", "openvino fp16": "failed", "onnxruntime fp32": "ok"}
+    failed = report["paths"][1]
+    assert "expected precision" in failed["error"] and "fp16" in failed["error"]
+    assert "| openvino fp16 | failed" in (tmp_path / "bench.md").read_text()
+    baseline, onnxruntime = report["paths"][0]["started"], report["paths"][2]["started"]
+    assert baseline[0] < baseline[1] < onnxruntime[0] < onnxruntime[1]
+    assert report["paths"][2]["accuracy"]["prompts_equal"]
+
+
 def test_tiny_bench_writes_markdown_and_chart(tiny_bench):
     _, out = tiny_bench
     text = (out / "bench.md").read_text()
