@@ -4,7 +4,7 @@ machine has, beside the authors' way of running S3POT, in one run.
 Each path (the baseline, then every backend at every precision) runs in its own process
 (:mod:`.child`): build, ``warmup`` samples, ``runs`` timed samples, then the fixed-reference
 (video) case with the reference's embedding cached. Its peak host memory is that process's own
-(``VmHWM``). The timed samples of the paths are interleaved round by round (:func:`drive_paths`).
+(``VmHWM``). Paths run one after another, or interleaved round by round (:func:`drive_paths`).
 The baseline's first sample is recorded; its prompts, mask and each stage's inputs and outputs are
 the reference every other path is compared with (prompts, mask IoU, relative error per stage on
 the same stage inputs). The floor (:mod:`.floor`) puts each stage's FLOPs over its library's
@@ -326,12 +326,14 @@ def drive_paths(paths: list[BenchPath], config: dict, scratch: Path, interleave:
                 say) -> list[dict]:
     """Every path's result, the baseline's first.
 
-    Interleaved (the default): every path's process is built and warmed up, then each round
-    runs one timed sample of every path in turn. A shared machine's speed drifts over minutes
-    (the baseline's median moved between 27 and 36 s from one run to the next); interleaved,
-    the drift falls on every path alike instead of on whichever ran during it, so the ratios
-    hold still. All the processes are alive together: ``--sequential`` runs one path after
-    another instead (for models whose processes do not fit in memory together)."""
+    Sequential (the default): one path's process after another, each alone on the machine.
+    Interleaved (``--interleave``): every path's process is built and warmed up, then each round
+    runs one timed sample of every path in turn, so that a drift of the machine's speed over
+    minutes falls on every path alike. All the processes then stay in memory together, which is
+    not neutral everywhere: on the 2-core, 24 GB machine of the README the official ViT-B
+    encoder of the baseline took 18.0 to 18.4 s per image with the four other CPU paths' processes
+    idle in memory (about 10 GB, no CPU) against 12.1 to 15.6 s alone, while those paths'
+    own times barely moved; so on such a machine interleaving flatters every ratio."""
     runs, total = config["runs"], len(paths)
     processes: list[PathProcess] = []
 
@@ -437,7 +439,7 @@ class BenchOptions:
     out: Path = Path("out/bench")
     floor: bool = True
     device: str = "auto"
-    interleave: bool = True
+    interleave: bool = False
 
 
 def run_bench(options: BenchOptions, say=lambda message: None) -> dict:

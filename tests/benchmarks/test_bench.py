@@ -22,11 +22,12 @@ from s3pot.runtime.cli import main
 
 @pytest.fixture(scope="module")
 def tiny_bench(tiny_export_dir, tmp_path_factory):
-    """`s3pot bench --variant tiny --runs 3 --json FILE` on the shared tiny export."""
+    """`s3pot bench --variant tiny --runs 3 --json FILE --interleave` on the shared tiny export
+    (the default order, one path after another, is tested below)."""
     out = tmp_path_factory.mktemp("bench")
     code = main(["bench", "--variant", "tiny", "--runs", "3", "--json", str(out / "copy.json"),
                  "--model", str(tiny_export_dir), "--seed", str(TINY_EXPORT_SEED),
-                 "--out", str(out)])
+                 "--out", str(out), "--interleave"])
     return code, out
 
 
@@ -81,7 +82,7 @@ def test_tiny_bench_interleaves_the_paths_samples(tiny_bench):
 
 def test_sequential_bench_reports_a_failed_path_and_runs_the_others(tiny_export_dir, tmp_path,
                                                                     monkeypatch):
-    """--sequential runs one path after another. A path whose process fails (here OpenVINO
+    """By default the paths run one after another. A path whose process fails (here OpenVINO
     asked for FP16, which it refuses while building) is reported failed with its error; the
     baseline and the other paths finish."""
     pytest.importorskip("openvino")
@@ -91,7 +92,7 @@ def test_sequential_bench_reports_a_failed_path_and_runs_the_others(tiny_export_
         BenchPath("authors", "fp32", "cpu"), BenchPath("openvino", "fp16", "cpu"),
         BenchPath("onnxruntime", "fp32", "cpu")])
     code = main(["bench", "--variant", "tiny", "--runs", "2", "--warmup", "0", "--video-runs",
-                 "1", "--no-floor", "--sequential", "--model", str(tiny_export_dir), "--seed",
+                 "1", "--no-floor", "--model", str(tiny_export_dir), "--seed",
                  str(TINY_EXPORT_SEED), "--out", str(tmp_path)])
     report = json.loads((tmp_path / "bench.json").read_text())
     assert code == 0 and report["order"].startswith("sequential")
