@@ -352,6 +352,13 @@ def drive_paths(paths: list[BenchPath], config: dict, scratch: Path, interleave:
     def finish(index: int, process: PathProcess) -> dict:
         result = process.finish()
         _check_baseline(index, process)
+        name = paths[index - 1].name
+        if result["status"] != "ok":
+            say(f"    {name} failed: {result['error']}")
+        else:
+            median = float(np.median([run["total"] for run in result["runs"]]))
+            say(f"    {name}: {median:.3f} s per sample (median), peak host memory "
+                f"{result['peak_host_bytes'] / 1e9:.2f} GB")
         return result
 
     try:
@@ -491,7 +498,6 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
             entry = {"name": path.name, **asdict(path), "reduced": path.reduced, **result}
             report["paths"].append(entry)
             if result["status"] != "ok":
-                say(f"    {path.name} failed: {result['error']}")
                 continue
             entry["stages"], entry["total"] = stage_summaries(entry["runs"])
             if entry["video_runs"]:
@@ -500,8 +506,6 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
             if index == 1:
                 reference = arrays
             entry["accuracy"] = accuracy(path.name, arrays, reference)
-            say(f"    {path.name}: {entry['total']['median']:.3f} s per sample (median), peak host "
-                f"memory {entry['peak_host_bytes'] / 1e9:.2f} GB")
     if options.floor:
         say("the floor: FLOPs per stage ...")
         report["floor"] = measure_floor(report)
