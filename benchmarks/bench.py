@@ -315,8 +315,8 @@ class PathProcess:
 
     def _fail(self) -> None:
         self.close()
-        self._stderr = open(self.work / "stderr.txt")
-        lines = [line for line in self._stderr.read().strip().splitlines() if line.strip()]
+        text = (self.work / "stderr.txt").read_text(errors="replace")
+        lines = [line for line in text.strip().splitlines() if line.strip()]
         error = next((line for line in reversed(lines) if "Error" in line or "error" in line),
                      lines[-1] if lines else f"exit status {self.proc.returncode}")
         self.failure = {"status": "failed", "error": error[-500:], "log_tail": "\n".join(lines[-20:])}
