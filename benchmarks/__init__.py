@@ -7,9 +7,9 @@ import statistics
 import time
 
 
-def median_seconds(fn, repeat: int, warmup: int = 1) -> float:
-    """The median wall time of ``repeat`` calls of ``fn`` after ``warmup`` untimed calls (first-run
-    allocations, OpenVINO / ONNX Runtime first-run work)."""
+def call_seconds(fn, repeat: int, warmup: int = 1) -> list[float]:
+    """The wall time of each of ``repeat`` calls of ``fn`` after ``warmup`` untimed calls
+    (first-run allocations, OpenVINO / ONNX Runtime first-run work)."""
     for _ in range(warmup):
         fn()
     times = []
@@ -17,4 +17,9 @@ def median_seconds(fn, repeat: int, warmup: int = 1) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn, repeat: int, warmup: int = 1) -> float:
+    """The median of :func:`call_seconds`."""
+    return statistics.median(call_seconds(fn, repeat, warmup))

@@ -15,13 +15,13 @@ and quiet moments then move a path and its floor together).
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from s3pot.core.io_table import ENCODER, STAGES
 
+from . import call_seconds
 
 #: The GEMM whose rate is the floor: M x K times K x N.
 GEMM_SHAPE = (4096, 768, 3072)
@@ -59,14 +59,7 @@ def _peak_rate(fn, repeat: int = 20) -> float:
     """GFLOP/s of ``fn`` (one GEMM) in its quickest of ``repeat`` calls after two warm-up calls:
     the floor is what the library can do, and on a shared machine a median of a few calls of a
     20 ms product can land on a busy moment (one BF16 rate came out at half its usual value)."""
-    for _ in range(2):
-        fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return GEMM_FLOPS / best / 1e9
+    return GEMM_FLOPS / min(call_seconds(fn, repeat, warmup=2)) / 1e9
 
 
 def _operands(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
