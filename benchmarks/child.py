@@ -5,9 +5,10 @@ The parent writes ``CONFIG`` (JSON: the path, the model, the sample, the run cou
 write) and then drives the process one sample at a time, so that it can interleave the paths
 (see :func:`.bench.drive_paths`). The conversation is one JSON line each way:
 
-- the child builds the path, runs its warm-up samples and says ``{"status": "ready"}``;
+- the child builds the path, runs its warm-up samples and says ``{"status": "ready",
+  "build_s": ...}``;
 - ``run`` (a line on its standard input): one timed sample, answered ``{"status": "ran",
-  "timings": {...}}``;
+  "timings": {...}, "started": ...}`` (its start, seconds since the epoch);
 - ``finish``: the video case, the accuracy arrays, the floor's GEMM rate; the child writes
   ``result.json`` (what ran) and ``arrays.npz`` (prompts, mask, logits, and each stage's output
   on the baseline's inputs, for the accuracy columns), says ``{"status": "done"}`` and exits.
@@ -47,6 +48,18 @@ def _spec(config: dict):
                          adapter=weights.get("adapter"), random_weights=weights["kind"] == "random",
                          seed=weights.get("seed", 0), **common)
     return ModelSpec(folder=Path(config["model"]), **common)
+
+
+def _timed_sample(prepare, run) -> tuple[dict, object]:
+    """One sample end to end: ``prepare()`` timed as ``preprocess``, then ``run(prepared,
+    timings)``, which adds its stages; ``total`` is the whole. Returns the timings and what
+    ``run`` returned."""
+    start = time.perf_counter()
+    prepared = prepare()
+    timings = {"preprocess": time.perf_counter() - start}
+    result = run(prepared, timings)
+    timings["total"] = time.perf_counter() - start
+    return timings, result
 
 
 class _Recorder:
@@ -137,12 +150,10 @@ class BaselineSession:
 
     def sample(self, timed: bool) -> dict:
         """One sample end to end; the first one records every stage's inputs and outputs."""
-        start = time.perf_counter()
-        prepared = self.prepare()
-        timings = {"preprocess": time.perf_counter() - start}
-        result = self.pipeline.segment(prepared, timings, record=self.first is None)
-        timings["total"] = time.perf_counter() - start
-        if self.first is None:
+        record = self.first is None
+        timings, result = _timed_sample(self.prepare, lambda prepared, timings:
+                                        self.pipeline.segment(prepared, timings, record=record))
+        if record:
             self.first = result
         return timings
 
@@ -188,11 +199,7 @@ class PipelineSession:
         self.recorder.on = timed and self.timed == 0
         if self.events is not None:
             self.events.on = timed
-        start = time.perf_counter()
-        prepared = self.prepare()
-        timings = {"preprocess": time.perf_counter() - start}
-        segmentation = self.pipeline.run(prepared, timings)
-        timings["total"] = time.perf_counter() - start
+        timings, segmentation = _timed_sample(self.prepare, self.pipeline.run)
         self.recorder.on = False
         if self.events is not None:
             self.events.on = False
@@ -208,15 +215,8 @@ class PipelineSession:
         device_ms = self.events.medians(self.timed) if self.events is not None else None
         # The fixed-reference (video) case: the reference's embedding cached after the first frame.
         video = Pipeline(runner, reference_cache=1, **self.context)
-        video_runs = []
-        for index in range(1 + config["video_runs"]):
-            start = time.perf_counter()
-            prepared = self.prepare()
-            timings = {"preprocess": time.perf_counter() - start}
-            video.run(prepared, timings)
-            timings["total"] = time.perf_counter() - start
-            if index:
-                video_runs.append(timings)
+        video_runs = [_timed_sample(self.prepare, video.run)[0]
+                      for _ in range(1 + config["video_runs"])][1:]  # the first fills the cache
         arrays = _result_arrays(self.segmentation)
         arrays[f"output:{ENCODER.name}"] = self.recorder.outputs[ENCODER.name][
             ENCODER.output_names[0]][:1]  # the image's embedding (the first of the batch)
