@@ -11,6 +11,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,17 @@ def user_cache_dir(tool: str) -> Path:
     return Path(root) / "s3pot" / tool
 
 
+def write_error(folder: Path) -> str | None:
+    """Why ``folder`` cannot be made and written to, None when it can. It writes a file rather than
+    asking ``os.access``, which root passes even on a read-only mount."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-").close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def first_writable(roots) -> Path | None:
     """The first of ``roots`` that exists or can be made, and can be written; None when none can."""
-    for root in roots:
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(root, os.W_OK):
-            return root
-    return None
+    return next((root for root in roots if write_error(root) is None), None)

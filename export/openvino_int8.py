@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from s3pot.core.errors import ExportError, S3potInputError, require
+from s3pot.core.machine import write_error
 from s3pot.core.manifest import graph_entry, read_manifest, sha256_file, verify_graph
 from s3pot.core.quantized import INT8_TOLERANCE, STAGE, int8_dir, int8_paths, write_record
 
@@ -111,15 +112,11 @@ def quantize_encoder(folder, *, calibration=None, smooth_quant: float | None = N
 
 def _check_writable(folder: Path) -> None:
     """Refuse, before any work, a folder where the INT8 encoder cannot be written."""
-    import tempfile
-
     target = int8_dir(folder)
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        tempfile.NamedTemporaryFile(dir=target, prefix=".write-test-").close()
-    except OSError as exc:
+    error = write_error(target)
+    if error is not None:
         raise S3potInputError(f"--model '{folder}': expected a writable export folder for the INT8 "
-                              f"encoder ({target}), got {exc.strerror or exc}") from None
+                              f"encoder ({target}), got {error}")
 
 
 def _check(ov, model, quantized, pixels: np.ndarray) -> float:

@@ -37,19 +37,14 @@ import numpy as np
 
 from .checks import check_similarity
 from s3pot.core.errors import MissingDependencyError
-from s3pot.core.machine import user_cache_dir
+from s3pot.core.machine import user_cache_dir, write_error
 from .reference import PromptSelection, select_with
 
 logger = logging.getLogger(__name__)
 
 
 def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
+    return write_error(folder) is None
 
 
 def cache_dir_fallback(package_dir: Path, configured: str) -> str | None:
