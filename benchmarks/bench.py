@@ -44,6 +44,22 @@ BASELINE = "baseline"
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16", "amx_bf16", "amx_int8")
 
 
+#: How the C library's allocator treats freed memory in every path's process (``--malloc``).
+#: glibc hands a large freed block (from 128 KB up, 32 MB at most) back to the kernel and maps
+#: fresh pages for the next one, one page fault per 4 KB page. PyTorch eager frees and allocates
+#: its activations on every call: on the README's VM the baseline's ViT-B encoder took about 4
+#: million page faults per image, and its samples 32 s against 22 s with ``keep`` (the other paths
+#: re-use their buffers and did not move). ``keep`` stops glibc from mapping and trimming, so that
+#: freed memory stays in the process and is re-used.
+MALLOC = {
+    "system": {"env": {}, "label": "the C library's defaults (glibc maps large blocks and "
+                                     "returns them when freed)"},
+    "keep": {"env": {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2 ** 64 - 1)},
+             "label": "glibc keeps freed memory in the process (MALLOC_MMAP_MAX_=0, "
+                      "MALLOC_TRIM_THRESHOLD_=SIZE_MAX), every path alike"},
+}
+
+
 @dataclass(frozen=True)
 class BenchPath:
     """One measured way of running S3POT."""
@@ -260,12 +276,13 @@ class PathProcess:
 
     def __init__(self, config: dict, work: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)
-        self.work, self.timings, self.started, self.failure = work, [], [], None
+        self.work, self.timings, self.started, self.page_faults, self.failure = work, [], [], [], None
         (work / "config.json").write_text(json.dumps({**config, "out": str(work)}))
         self._stderr = open(work / "stderr.txt", "w+")
+        env = {**os.environ, **MALLOC[config["malloc"]]["env"]}
         self.proc = subprocess.Popen([sys.executable, "-m", "s3pot.benchmarks.child",
                                       str(work / "config.json")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+                                     stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
 
     def ready(self) -> float | None:
         """Waits for the build and the warm-up samples; the build's seconds (None when the
@@ -280,6 +297,7 @@ class PathProcess:
             return None
         self.timings.append(reply["timings"])
         self.started.append(reply["started"])
+        self.page_faults.append(reply["page_faults"])
         return reply["timings"]["total"]
 
     def finish(self) -> dict:
@@ -288,7 +306,8 @@ class PathProcess:
             return self.failure
         self.proc.wait()
         result = json.loads((self.work / "result.json").read_text())
-        return {**result, "runs": self.timings, "started": self.started, "status": "ok"}
+        return {**result, "runs": self.timings, "started": self.started,
+                "page_faults": self.page_faults, "status": "ok"}
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -447,6 +466,17 @@ class BenchOptions:
     floor: bool = True
     device: str = "auto"
     interleave: bool = False
+    malloc: str = "system"
+
+
+def check_malloc(mode: str) -> None:
+    """``keep`` is glibc's settings: refuse it, in one line, under another C library."""
+    if mode not in MALLOC:
+        raise S3potInputError(f"--malloc {mode!r}: expected one of {', '.join(MALLOC)}")
+    libc = platform.libc_ver()[0]
+    if mode == "keep" and libc != "glibc":
+        raise S3potInputError(f"--malloc keep: expected glibc (its MALLOC_ settings), got "
+                              f"{libc or 'another C library'}")
 
 
 def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
@@ -456,6 +486,7 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
     from s3pot.models import get_variant
 
     get_variant(options.variant)  # an unknown name lists the known ones
+    check_malloc(options.malloc)
     if options.runs < 1 or options.warmup < 0:
         raise S3potInputError(f"--runs/--warmup: expected runs >= 1 and warmup >= 0, got "
                               f"{options.runs} and {options.warmup}")
@@ -479,7 +510,7 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
               "normalization": context[0], "face_set": list(resolve_face_set(context[1])),
               "sample": sample, "runs": options.runs, "warmup": options.warmup,
               "video_runs": options.runs if options.video_runs is None else options.video_runs,
-              "threads": options.threads, "floor": options.floor}
+              "threads": options.threads, "floor": options.floor, "malloc": options.malloc}
     report = {"schema": SCHEMA, "benchmark": "s3pot bench",
               "created": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(),
               "variant": options.variant, "weights": {**weights, "label": _weights_label(weights)},
@@ -488,7 +519,8 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
               "clock": ("perf_counter around each stage; every stage returns host arrays, so a GPU "
                         "stage's time includes its synchronisation"),
               "order": ("interleaved: one timed sample of every path per round" if options.interleave
-                        else "sequential: one path after another"), "paths": []}
+                        else "sequential: one path after another"),
+              "malloc": {"mode": options.malloc, **MALLOC[options.malloc]}, "paths": []}
     if quantized is not None:
         report["int8_encoder"] = quantized
     with tempfile.TemporaryDirectory(prefix="s3pot-bench-") as scratch:
@@ -500,6 +532,9 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
             if result["status"] != "ok":
                 continue
             entry["stages"], entry["total"] = stage_summaries(entry["runs"])
+            faults = entry["page_faults"]
+            entry["page_faults_median"] = (None if None in faults or not faults
+                                           else float(np.median(faults)))
             if entry["video_runs"]:
                 entry["video_stages"], entry["video_total"] = stage_summaries(entry["video_runs"])
             arrays = np.load(scratch / entry_dir(index) / "arrays.npz", allow_pickle=False)

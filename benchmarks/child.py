@@ -8,7 +8,8 @@ write) and then drives the process one sample at a time, so that it can interlea
 - the child builds the path, runs its warm-up samples and says ``{"status": "ready",
   "build_s": ...}``;
 - ``run`` (a line on its standard input): one timed sample, answered ``{"status": "ran",
-  "timings": {...}, "started": ...}`` (its start, seconds since the epoch);
+  "timings": {...}, "started": ..., "page_faults": ...}`` (its start, seconds since the epoch;
+  the process's minor page faults during it, None where the OS does not count them);
 - ``finish``: the video case, the accuracy arrays, the floor's GEMM rate; the child writes
   ``result.json`` (what ran) and ``arrays.npz`` (prompts, mask, logits, and each stage's output
   on the baseline's inputs, for the accuracy columns), says ``{"status": "done"}`` and exits.
@@ -34,6 +35,24 @@ ISOLATED_STAGES = (FE.name, SA.name, DECODER.name)
 #: Seconds a child waits after a sample before it answers, so that its libraries' worker threads
 #: (OpenMP, ONNX Runtime, TBB spin a while after their work) are idle before the next path runs.
 SETTLE_S = 0.3
+
+
+def minor_page_faults() -> int | None:
+    """This process's minor page faults so far (every thread's), None where the OS has no
+    ``getrusage``. A fault is a fresh page the kernel maps in: an allocator that hands freed
+    memory back and maps it again pays one per page on every call."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def allocator_env() -> dict[str, str]:
+    """The settings of this process's environment that change how memory is allocated and freed
+    (glibc's ``MALLOC_`` variables and tunables, a preloaded allocator)."""
+    return {k: v for k, v in sorted(os.environ.items())
+            if k.startswith("MALLOC_") or k in ("GLIBC_TUNABLES", "LD_PRELOAD")}
 
 
 def _spec(config: dict):
@@ -279,10 +298,12 @@ def main(argv=None) -> int:
     channel.send(status="ready", build_s=session.build_s)
     command = channel.receive()
     while command == "run":
-        started = time.time()
+        started, faults = time.time(), minor_page_faults()
         timings = session.sample(timed=True)
+        if faults is not None:
+            faults = minor_page_faults() - faults
         time.sleep(SETTLE_S)
-        channel.send(status="ran", timings=timings, started=started)
+        channel.send(status="ran", timings=timings, started=started, page_faults=faults)
         command = channel.receive()
     if command != "finish":
         return 1  # the parent has gone
@@ -297,6 +318,7 @@ def main(argv=None) -> int:
         floats = float_rate(library, *where)
         if floats is not None:  # INT8: attention runs in floating point, at this rate
             result["gemm"].update(float_gflops=floats[0], float_measured=floats[1])
+    result["allocator_env"] = allocator_env()
     result["device_memory_bytes"] = _device_memory(config)
     result["peak_host_bytes"] = peak_host_bytes()
     out = Path(config["out"])

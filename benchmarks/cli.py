@@ -53,6 +53,10 @@ def add_arguments(parser) -> None:
                              "each per round, so that a drift of the machine's speed falls on "
                              "all alike; all processes stay in memory together, which slowed the "
                              "PyTorch baseline by 15 to 50%% on a 24 GB VM (see README)")
+    parser.add_argument("--malloc", default="system", choices=["system", "keep"],
+                        help="the allocator of every path's process: system (default: as users "
+                             "run the authors' code) or keep (glibc keeps freed memory, so that "
+                             "PyTorch eager stops page-faulting its activations in; see README)")
     parser.add_argument("--no-floor", action="store_true", help="skip the FLOP floor")
     parser.add_argument("--out", type=Path, default=Path("out/bench"),
                         help="folder for bench.json, bench.md, bench.png and the export (default: out/bench)")
@@ -79,7 +83,8 @@ def run(args) -> int:
         variant=args.variant, checkpoint=args.checkpoint, adapter=args.adapter, seed=args.seed,
         model=args.model, backends=tuple(args.backends or ()), precisions=tuple(args.precisions or ()),
         runs=args.runs, warmup=args.warmup, video_runs=args.video_runs, threads=args.threads,
-        out=args.out, floor=not args.no_floor, device=args.device, interleave=args.interleave)
+        out=args.out, floor=not args.no_floor, device=args.device, interleave=args.interleave,
+        malloc=args.malloc)
     report = run_bench(options, say)
     write_json(report, args.out / "bench.json")
     if args.json:

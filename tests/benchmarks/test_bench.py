@@ -14,7 +14,7 @@ from helpers import TINY_EXPORT_SEED
 from s3pot.benchmarks.baseline import STAGE_KEYS, authors_greedy
 from s3pot.benchmarks.bench import BenchPath, select_paths, summary
 from s3pot.runtime.metrics import score
-from s3pot.benchmarks.report import compare, load_report, markdown
+from s3pot.benchmarks.report import compare, header_lines, headline_lines, load_report, markdown
 from s3pot.core.errors import S3potInputError
 from s3pot.kernels import greedy_match
 from s3pot.runtime.cli import main
@@ -66,6 +66,11 @@ def test_tiny_bench_fills_every_stage_of_every_path(tiny_bench):
     assert report["floor"]["encoder_attention_flops"] > 0
     baseline = report["paths"][0]  # the official encoder, with the repository's own timed beside it
     assert baseline["encoder_source"] == "segment-anything" and baseline["own_encoder_s"] > 0
+    for path in report["paths"]:  # minor page faults of every timed sample, counted in its process
+        assert len(path["page_faults"]) == 3 and all(n >= 0 for n in path["page_faults"])
+        assert path["page_faults_median"] == float(np.median(path["page_faults"]))
+        assert "MALLOC_MMAP_MAX_" not in path["allocator_env"]
+    assert report["malloc"]["mode"] == "system"
 
 
 def test_tiny_bench_interleaves_the_paths_samples(tiny_bench):
@@ -93,9 +98,13 @@ def test_sequential_bench_reports_a_failed_path_and_runs_the_others(tiny_export_
         BenchPath("onnxruntime", "fp32", "cpu")])
     code = main(["bench", "--variant", "tiny", "--runs", "2", "--warmup", "0", "--video-runs",
                  "1", "--no-floor", "--model", str(tiny_export_dir), "--seed",
-                 str(TINY_EXPORT_SEED), "--out", str(tmp_path)])
+                 str(TINY_EXPORT_SEED), "--out", str(tmp_path), "--malloc", "keep"])
     report = json.loads((tmp_path / "bench.json").read_text())
     assert code == 0 and report["order"].startswith("sequential")
+    keep = bench.MALLOC["keep"]["env"]  # every path's process ran with glibc keeping freed memory
+    assert report["malloc"]["mode"] == "keep" and report["malloc"]["env"] == keep
+    assert all(p["allocator_env"].items() >= keep.items() for p in report["paths"] if p["status"] == "ok")
+    assert "Memory allocator: glibc keeps freed memory" in (tmp_path / "bench.md").read_text()
     status = {path["name"]: path["status"] for path in report["paths"]}
     assert status == {"baseline": "ok", "openvino fp16": "failed", "onnxruntime fp32": "ok"}
     failed = report["paths"][1]
@@ -126,6 +135,43 @@ def test_compare_reports_the_change_per_path_and_stage(tiny_bench, capsys):
     baseline = next(line for line in lines if line.startswith("| baseline |"))
     assert "(0.50x)" in baseline and not any(line.startswith("| onnxruntime fp32 |") for line in lines)
     assert "| baseline |" in markdown(report)
+
+
+def test_compare_says_when_the_allocators_differ(tiny_bench):
+    _, out = tiny_bench
+    report = load_report(out / "bench.json")
+    older = json.loads(json.dumps(report))
+    assert not any("allocator" in line for line in compare(report, older))
+    older["malloc"] = {"mode": "keep", "label": "glibc keeps freed memory"}
+    assert any("--malloc keep before, system now" in line for line in compare(report, older))
+
+
+def test_headline_names_the_baselines_page_faults_under_the_system_allocator(tiny_bench):
+    _, out = tiny_bench
+    report = load_report(out / "bench.json")
+    report["paths"][0]["page_faults_median"] = 4.2e6
+    said = [line for line in headline_lines(report) if "page faults per sample" in line]
+    assert len(said) == 1 and "4.20 M" in said[0] and "--malloc keep" in said[0]
+    report["malloc"] = {"mode": "keep", "label": "glibc keeps freed memory"}
+    assert not any("page faults per sample" in line for line in headline_lines(report))
+
+
+def test_allocator_settings_from_the_environment_are_named(tiny_bench):
+    _, out = tiny_bench
+    report = load_report(out / "bench.json")
+    report["paths"][0]["allocator_env"] = {"LD_PRELOAD": "libjemalloc.so.2"}
+    assert "also set LD_PRELOAD=libjemalloc.so.2" in header_lines(report)[-1]
+
+
+def test_keep_allocator_needs_glibc(monkeypatch):
+    from s3pot.benchmarks import bench
+
+    with pytest.raises(S3potInputError, match="expected one of system, keep"):
+        bench.check_malloc("jemalloc")
+    monkeypatch.setattr(bench.platform, "libc_ver", lambda: ("", ""))
+    with pytest.raises(S3potInputError, match="--malloc keep: expected glibc"):
+        bench.check_malloc("keep")
+    bench.check_malloc("system")
 
 
 @pytest.mark.parametrize("content, expected", [
