@@ -32,6 +32,7 @@ from s3pot.core.io_table import STAGES
 from s3pot.core.spec import IMAGE_SIZE
 
 from .baseline import STAGE_KEYS
+from .child import SETTLE_S
 
 log = logging.getLogger(__name__)
 
@@ -510,7 +511,8 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
               "normalization": context[0], "face_set": list(resolve_face_set(context[1])),
               "sample": sample, "runs": options.runs, "warmup": options.warmup,
               "video_runs": options.runs if options.video_runs is None else options.video_runs,
-              "threads": options.threads, "floor": options.floor, "malloc": options.malloc}
+              "threads": options.threads, "floor": options.floor, "malloc": options.malloc,
+              "settle_s": SETTLE_S if options.interleave else 0.0}
     report = {"schema": SCHEMA, "benchmark": "s3pot bench",
               "created": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(),
               "variant": options.variant, "weights": {**weights, "label": _weights_label(weights)},
@@ -518,7 +520,8 @@ def run_bench(options: BenchOptions, say=lambda message: None) -> dict:
               "warmup": options.warmup, "video_runs": config["video_runs"],
               "clock": ("perf_counter around each stage; every stage returns host arrays, so a GPU "
                         "stage's time includes its synchronisation"),
-              "order": ("interleaved: one timed sample of every path per round" if options.interleave
+              "order": (f"interleaved: one timed sample of every path per round, each process "
+                        f"idle {SETTLE_S:g} s after its sample" if options.interleave
                         else "sequential: one path after another"),
               "malloc": {"mode": options.malloc, **MALLOC[options.malloc]}, "paths": []}
     if quantized is not None:

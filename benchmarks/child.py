@@ -32,8 +32,10 @@ from s3pot.core.io_table import DECODER, ENCODER, FE, SA
 #: Stages re-run on the baseline's recorded inputs, so their error is their own (the encoder's
 #: input is the same pixels everywhere, so its own output is compared).
 ISOLATED_STAGES = (FE.name, SA.name, DECODER.name)
-#: Seconds a child waits after a sample before it answers, so that its libraries' worker threads
-#: (OpenMP, ONNX Runtime, TBB spin a while after their work) are idle before the next path runs.
+#: Seconds a child waits after a sample before it answers when the paths are interleaved, so that
+#: its libraries' worker threads (OpenMP, ONNX Runtime, TBB spin a while after their work) are
+#: idle before the next path's sample runs. Run one after another, a path's next sample is its own
+#: and the parent passes 0.
 SETTLE_S = 0.3
 
 
@@ -294,7 +296,8 @@ def main(argv=None) -> int:
         config, prepare)
     for _ in range(config["warmup"]):
         session.sample(timed=False)
-    time.sleep(SETTLE_S)
+    settle = config["settle_s"]
+    time.sleep(settle)
     channel.send(status="ready", build_s=session.build_s)
     command = channel.receive()
     while command == "run":
@@ -302,7 +305,7 @@ def main(argv=None) -> int:
         timings = session.sample(timed=True)
         if faults is not None:
             faults = minor_page_faults() - faults
-        time.sleep(SETTLE_S)
+        time.sleep(settle)
         channel.send(status="ran", timings=timings, started=started, page_faults=faults)
         command = channel.receive()
     if command != "finish":

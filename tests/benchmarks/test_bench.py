@@ -78,7 +78,7 @@ def test_tiny_bench_interleaves_the_paths_samples(tiny_bench):
     previous path's k-th and before the first path's (k+1)-th."""
     _, out = tiny_bench
     report = json.loads((out / "bench.json").read_text())
-    assert report["order"].startswith("interleaved")
+    assert report["order"].startswith("interleaved") and "idle 0.3 s after its sample" in report["order"]
     started = np.array([path["started"] for path in report["paths"]])  # paths x runs
     assert started.shape == (len(report["paths"]), 3)
     in_turn = started.T.ravel()  # round 1's paths, round 2's ...
