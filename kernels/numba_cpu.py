@@ -37,14 +37,10 @@ import numpy as np
 
 from .checks import check_similarity
 from s3pot.core.errors import MissingDependencyError
-from s3pot.core.machine import user_cache_dir, write_error
+from s3pot.core.machine import first_writable, user_cache_dir, write_error
 from .reference import PromptSelection, select_with
 
 logger = logging.getLogger(__name__)
-
-
-def _writable(folder: Path) -> bool:
-    return write_error(folder) is None
 
 
 def cache_dir_fallback(package_dir: Path, configured: str) -> str | None:
@@ -52,13 +48,11 @@ def cache_dir_fallback(package_dir: Path, configured: str) -> str | None:
 
     ``configured`` is Numba's ``NUMBA_CACHE_DIR`` (empty when unset); it always wins.
     """
-    if configured or _writable(package_dir / "__pycache__"):
+    if configured or write_error(package_dir / "__pycache__") is None:
         return None
-    for candidate in (user_cache_dir("numba"),
-                      Path(tempfile.gettempdir()) / f"s3pot-numba-{os.getuid()}"):
-        if _writable(candidate):
-            return str(candidate)
-    return None
+    found = first_writable([user_cache_dir("numba"),
+                            Path(tempfile.gettempdir()) / f"s3pot-numba-{os.getuid()}"])
+    return None if found is None else str(found)
 
 
 try:

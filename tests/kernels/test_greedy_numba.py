@@ -74,8 +74,8 @@ def test_configured_cache_dir_wins(tmp_path):
 
 def test_read_only_install_falls_back_to_a_user_cache(tmp_path, monkeypatch):
     package = tmp_path / "site-packages" / "kernels"
-    real_writable = numba_cpu._writable
-    monkeypatch.setattr(numba_cpu, "_writable",
-                        lambda folder: not Path(folder).is_relative_to(package) and real_writable(folder))
+    real_check = numba_cpu.write_error
+    monkeypatch.setattr(numba_cpu, "write_error", lambda folder: "Read-only file system" if Path(
+        folder).is_relative_to(package) else real_check(folder))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert numba_cpu.cache_dir_fallback(package, "") == str(tmp_path / "cache" / "s3pot" / "numba")
